@@ -141,7 +141,11 @@ def _settings() -> dict:
 
 def _ask_for_key() -> str:
     """키가 어디에도 없을 때, 대화형이면 화면에 보이지 않게 묻습니다."""
-    interactive = "ipykernel" in sys.modules or sys.stdin.isatty()
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        get_ipython = lambda: None  # noqa: E731
+    interactive = get_ipython() is not None or sys.stdin.isatty()
     try:
         key = getpass.getpass("OpenAI API 키 (입력한 글자는 보이지 않고, 어디에도 저장되지 않습니다): ") if interactive else ""
     except Exception:  # papermill 처럼 입력을 받을 수 없는 커널

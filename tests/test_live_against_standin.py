@@ -1,0 +1,58 @@
+"""실제 HTTP 경로: 127.0.0.1 의 오프라인 대역 서버에 connect() 의 live/record 모드로 붙어 봅니다."""
+import json
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from helpers import course
+from tests import standin
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+@pytest.fixture
+def standin_url(monkeypatch, tmp_path):
+    def start(server=None):
+        url = stack.enter_context(standin.serve(server))
+        monkeypatch.setenv("OPENAI_BASE_URL", url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-" + "fakeKEYforTHEstandinTEST0123")
+        monkeypatch.delenv(course.MODE_ENV, raising=False)
+        monkeypatch.setattr(course, "RECORDINGS_DIR", tmp_path)
+        return url
+
+    import contextlib
+    with contextlib.ExitStack() as stack:
+        yield start
+
+
+def test_record_through_http_is_labelled_offline_standin_and_replays(standin_url, tmp_path):
+    standin_url()
+    live = course.connect("record", "roundtrip", dataset="호반스")
+    upload = live.files.create(file=("train.jsonl", b"{}\n"), purpose="fine-tune")
+    ids = [m.id for m in live.models.list().data]
+    text = (tmp_path / "roundtrip.json").read_text(encoding="utf-8")
+    assert json.loads(text)["header"]["source"] == "offline stand-in"
+    assert "fakeKEYforTHEstandinTEST" not in text
+
+    replay = course.connect("replay", "roundtrip")
+    assert replay.files.create(file=("train.jsonl", b"{}\n"), purpose="fine-tune").id == upload.id
+    assert [m.id for m in replay.models.list().data] == ids
+
+
+def test_live_refusal_to_fine_tune_is_explained_in_korean(standin_url, tmp_path):
+    server = standin.StandIn()
+    server.refuse_fine_tuning = True
+    standin_url(server)
+    with pytest.raises(papermill.PapermillExecutionError) as caught:
+        papermill.execute_notebook(str(NOTEBOOKS / "03_hobanse_finetune.ipynb"), str(tmp_path / "out.ipynb"),
+                                   cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False,
+                                   parameters={"MODE": "live"})
+    assert "In [7]" in str(caught.value)  # 작업을 만드는 셀에서 멈춤: 뒤의 셀은 실행되지 않음
+    failed = next(c for c in nbformat.read(tmp_path / "out.ipynb", as_version=4).cells
+                  if c.cell_type == "code" and "fine_tuning.jobs.create" in c.source)
+    shown = "".join(o.get("text", "") for o in failed.outputs)
+    assert "CourseError" in shown and "2027-01-06" in shown and 'MODE = "replay"' in shown
+    assert "Traceback" not in shown  # 긴 traceback 대신 설명만
+    assert "fakeKEYforTHEstandinTEST" not in (tmp_path / "out.ipynb").read_text(encoding="utf-8")
