@@ -53,6 +53,6 @@ def test_live_refusal_to_fine_tune_is_explained_in_korean(standin_url, tmp_path)
     failed = next(c for c in nbformat.read(tmp_path / "out.ipynb", as_version=4).cells
                   if c.cell_type == "code" and "fine_tuning.jobs.create" in c.source)
     shown = "".join(o.get("text", "") for o in failed.outputs)
-    assert "CourseError" in shown and "2027-01-06" in shown and 'MODE = "replay"' in shown
+    assert "PermissionDeniedError" in shown and "2027-01-06" in shown and 'MODE = "replay"' in shown
     assert "Traceback" not in shown  # 긴 traceback 대신 설명만
     assert "fakeKEYforTHEstandinTEST" not in (tmp_path / "out.ipynb").read_text(encoding="utf-8")
