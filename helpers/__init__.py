@@ -1,0 +1,6 @@
+"""노트북이 함께 쓰는 작은 도우미들.
+
+- course:    OpenAI 클라이언트와 세 가지 모드(live / record / replay), API 오류의 한국어 설명
+- chat_data: 채팅 미세 조정 JSONL 읽기/쓰기, 업로드 전 형식 검사, 토큰 수와 비용 추정
+- datasets:  data/ 폴더의 호반스 규칙과 질문/답변
+"""

@@ -18,7 +18,8 @@ SECRET_LIKE = re.compile(r"sk-[A-Za-z0-9_-]{20,}|[Bb]earer [A-Za-z0-9_-]{20,}|or
 
 
 def test_the_course_has_its_numbered_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS][:3] == ["00", "02", "03"]
+    numbers = [p.name[:2] for p in NOTEBOOKS]
+    assert {"00", "02", "03"} <= set(numbers) and len(numbers) == len(set(numbers))
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
