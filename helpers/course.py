@@ -241,19 +241,20 @@ def describe_request(request: httpx2.Request, base_path: str, scrub: Scrubber) -
     return scrub(described)
 
 
-def _describe_multipart(content_type: str, body: bytes) -> dict:
-    """업로드는 파일 내용 대신 이름, 크기, sha256 만 남깁니다 (기록이 커지지 않고, 내용이 바뀌면 알아챔)."""
+def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """multipart/form-data 본문을 {필드 이름: (파일 이름 또는 None, 바이트)} 로 나눕니다."""
     # 표준 라이브러리 email 파서로 충분합니다 (cgi 모듈은 사라졌고, 의존성을 늘릴 이유가 없음).
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
     )
-    fields = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True) or b""
-        filename = part.get_filename()
-        fields[name] = _file_fingerprint(filename, payload) if filename else payload.decode("utf-8", "replace")
-    return fields
+    return {part.get_param("name", header="content-disposition"): (part.get_filename(), part.get_payload(decode=True) or b"")
+            for part in message.iter_parts()}
+
+
+def _describe_multipart(content_type: str, body: bytes) -> dict:
+    """업로드는 파일 내용 대신 이름, 크기, sha256 만 남깁니다 (기록이 커지지 않고, 내용이 바뀌면 알아챔)."""
+    return {name: _file_fingerprint(filename, data) if filename else data.decode("utf-8", "replace")
+            for name, (filename, data) in parse_multipart(content_type, body).items()}
 
 
 def _file_fingerprint(filename: str | None, data: bytes) -> dict:

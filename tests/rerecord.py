@@ -33,12 +33,21 @@ def run(notebook: Path, mode: str, output: Path) -> None:
 
 
 def strip_run_metadata(path: Path) -> None:
-    """papermill 이 남기는 실행 시각/소요 시간은 실행마다 달라 diff 만 어지럽히므로 지웁니다."""
+    """실행마다 달라지는 것(papermill 의 실행 시각/소요 시간, 출력 조각 경계)을 없애 diff 를 깨끗하게 합니다."""
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop("papermill", None)
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":  # 커널이 출력을 내보내는 시점에 따라 print 가 여러 조각으로 나뉘므로 합칩니다
+            merged = []
+            for output in cell.outputs:
+                if merged and output.output_type == "stream" == merged[-1].output_type \
+                        and output.name == merged[-1].name:
+                    merged[-1].text += output.text
+                else:
+                    merged.append(output)
+            cell.outputs = merged
     nbformat.write(nb, path)
 
 

@@ -23,14 +23,13 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from email import policy
-from email.parser import BytesParser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from helpers.course import parse_multipart
 from helpers.chat_data import count_tokens, default_epochs, get_encoding
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -164,18 +163,6 @@ def trained_answers(examples: list[list[dict]]) -> dict[str, str]:
     return answers
 
 
-def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
-    """Form fields as name -> (filename, bytes), using the stdlib email parser (cgi is gone from 3.13)."""
-    message = BytesParser(policy=policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
-    if not message.is_multipart():
-        raise ApiError(400, "Expected a multipart/form-data body.")
-    return {
-        part.get_param("name", header="content-disposition"): (part.get_filename(), part.get_payload(decode=True))
-        for part in message.iter_parts()
-    }
-
-
 def page(items: list[dict], request: Request, default_limit: int) -> dict:
     """A cursor page: items after the one named by ?after=, at most ?limit= of them."""
     after = request.query.get("after")
@@ -273,6 +260,8 @@ class StandIn:
         if not request.content_type.startswith("multipart/form-data"):
             raise ApiError(400, "Expected a multipart/form-data body.")
         fields = parse_multipart(request.content_type, request.body)
+        if not fields:
+            raise ApiError(400, "Expected a multipart/form-data body.")
         if "file" not in fields or "purpose" not in fields:
             raise ApiError(400, "Missing required parameter: 'file' and 'purpose' are both required.",
                            "file" if "file" not in fields else "purpose")
