@@ -64,12 +64,7 @@ def connect(mode: str = "auto", recording: str = "scratch", dataset: str = "") -
     dataset:   record 모드에서 기록 머리말에 남길 데이터 설명.
     """
     settings = _settings()
-    requested = os.environ.get(MODE_ENV, mode).strip().lower()
-    if requested not in MODES:
-        raise CourseError(f'MODE 는 {", ".join(MODES)} 중 하나여야 합니다 (받은 값: "{requested}").')
-    resolved = requested
-    if requested == "auto":
-        resolved = "live" if settings.get("OPENAI_API_KEY") else "replay"
+    resolved = resolve_mode(mode)
 
     path = RECORDINGS_DIR / f"{recording}.json"
     if resolved == "replay":
@@ -108,6 +103,16 @@ def connect(mode: str = "auto", recording: str = "scratch", dataset: str = "") -
     return client
 
 
+def resolve_mode(mode: str = "auto") -> str:
+    """connect() 가 고를 모드: COURSE_MODE 가 MODE 보다 우선, "auto" 는 키가 있으면 "live", 없으면 "replay"."""
+    requested = os.environ.get(MODE_ENV, mode).strip().lower()
+    if requested not in MODES:
+        raise CourseError(f'MODE 는 {", ".join(MODES)} 중 하나여야 합니다 (받은 값: "{requested}").')
+    if requested == "auto":
+        return "live" if _settings().get("OPENAI_API_KEY") else "replay"
+    return requested
+
+
 def mode_of(client: openai.OpenAI) -> str:
     """connect() 가 이 클라이언트에 정한 모드: "live", "record" 또는 "replay"."""
     return _modes.get(client, "live")
@@ -126,6 +131,36 @@ def utc(timestamp: int | None) -> str:
     if timestamp is None:
         return "-"
     return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def recording_header(recording: str) -> dict:
+    """data/recordings/<recording>.json 의 머리말 (출처, 날짜, SDK, 데이터). 기록이 없으면 빈 dict.
+
+    재생 모드에서는 기록할 때와 똑같은 데이터를 써야 요청이 기록과 맞으므로, 노트북은 이 머리말의
+    dataset 으로 어느 데이터를 쓸지 정합니다.
+    """
+    path = RECORDINGS_DIR / f"{recording}.json"
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))["header"]
+
+
+def fine_tuned_model(client: openai.OpenAI, suffix: str) -> str | None:
+    """이 계정에서 접미사가 suffix 인 미세 조정 작업 중 가장 최근에 성공한 것의 모델 이름.
+
+    앞 노트북(03, 07)이 만든 모델을 다음 노트북이 이름을 받아 적지 않고 찾습니다. API 로 찾으므로 live,
+    record, replay 어디서나 같은 셀이 돕니다. 모델이 없거나 이미 지워졌으면 이유를 출력하고 None 을 돌려줍니다.
+    """
+    for job in client.fine_tuning.jobs.list(limit=50):  # 최근 작업부터
+        if job.status == "succeeded" and job.fine_tuned_model and f":{suffix}:" in job.fine_tuned_model:
+            try:
+                client.models.retrieve(job.fine_tuned_model)
+            except openai.NotFoundError:
+                print(f"미세 조정 모델 {job.fine_tuned_model} 은 이미 지워졌습니다 (앞 노트북의 CLEAN_UP = True).")
+                return None
+            return job.fine_tuned_model
+    print(f'접미사가 "{suffix}" 인, 성공한 미세 조정 작업이 이 계정에 없습니다.')
+    return None
 
 
 def _settings() -> dict:

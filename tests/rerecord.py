@@ -8,6 +8,10 @@
 2단계: COURSE_MODE=replay 로 다시 실행해 그 출력을 노트북에 저장합니다 — 커밋되는 출력은 언제나 재생 출력이라
        nbval 이 키 없이 검사할 수 있습니다.
 키가 있으면 미세 조정 작업이 실제로 만들어지고 요금이 듭니다 (03: 약 $0.04, 02 노트북의 추정).
+
+앞 노트북이 만든 미세 조정 모델을 쓰는 노트북(PREREQUISITES)은, 기록하기 직전에 같은 서버에서 앞 노트북을
+live 모드로 한 번 돌려(CLEAN_UP = False, 기록하지 않음) 모델을 만들어 둡니다. 키가 있으면 이때 실제 작업이
+하나 더 생기고 요금이 들며, 남은 모델은 강사가 지워야 합니다.
 """
 from __future__ import annotations
 
@@ -25,11 +29,14 @@ sys.path.insert(0, str(ROOT))
 
 from tests import standin  # noqa: E402
 
+# 노트북 번호 → 먼저 돌려 둘 노트북 번호 (그 노트북이 만든 미세 조정 모델을 씀)
+PREREQUISITES = {"04": "03", "08": "07"}
 
-def run(notebook: Path, mode: str, output: Path) -> None:
+
+def run(notebook: Path, mode: str, output: Path, parameters: dict | None = None) -> None:
     os.environ["COURSE_MODE"] = mode
     papermill.execute_notebook(str(notebook), str(output), cwd=str(NOTEBOOKS), kernel_name="python3",
-                               progress_bar=False)
+                               progress_bar=False, parameters=parameters or {})
 
 
 def strip_run_metadata(path: Path) -> None:
@@ -63,6 +70,11 @@ def main(prefixes: list[str]) -> None:
             if not live:  # 노트북마다 새 대역: 어느 노트북만 다시 기록해도 같은 id와 시각이 나옴
                 os.environ["OPENAI_BASE_URL"] = stack.enter_context(standin.serve())
                 os.environ["OPENAI_API_KEY"] = "offline-stand-in-needs-no-key"
+            prerequisite = PREREQUISITES.get(notebook.name[:2])
+            if prerequisite:
+                (first,) = NOTEBOOKS.glob(f"{prerequisite}_*.ipynb")
+                print(f"  먼저 {first.name} 을 live 로 (기록 없이, CLEAN_UP = False)")
+                run(first, "live", scratch / f"prerequisite_{first.name}", {"CLEAN_UP": False})
             run(notebook, "record", scratch / notebook.name)
     if not live:
         for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):

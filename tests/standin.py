@@ -4,7 +4,8 @@ Nobody who builds this course can reach OpenAI, so the shipped recordings are ma
 this local server. It never passes itself off as a model: every response carries the header
 ``X-Offline-Stand-In: 1`` (the recorder labels such recordings "offline stand-in"), and every
 chat answer is either a real model answer quoted in the lecture slides, an answer copied from
-the training data, or a Korean non-answer that says plainly what it is. It trains nothing.
+the training data or from the prompt's own material (labelled, see tests/standin_answers.py), or a
+Korean non-answer that says plainly what it is. It reports no log-probabilities for chat models.
 
 State lives in memory and a fake clock ticks one second per request, so the same calls give
 byte-identical responses (ids, timestamps and all).
@@ -31,6 +32,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from helpers.course import parse_multipart
 from helpers.chat_data import count_tokens, default_epochs, get_encoding
+from tests import standin_answers
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 BASE_MODELS = ("gpt-4.1-mini-2025-04-14", "gpt-4o-mini-2024-07-18", "gpt-4.1-2025-04-14")
@@ -415,39 +417,38 @@ class StandIn:
 
     # --- chat -----------------------------------------------------------------------------
 
-    def answer(self, model: str, question: str) -> str:
+    def answer(self, model: str, messages: list[dict]) -> str:
+        """Quoted, trained or copied-from-context text only; see tests/standin_answers.py."""
+        question = messages[-1]["content"]
         if model in BASE_MODELS:
-            return self.slide_answers.get(("base", quote_key(question)), NON_ANSWER)
-        trained = self.fine_tuned[model]["answers"].get(normalise(question))
-        if trained is not None:
-            return trained
-        return self.slide_answers.get(("fine-tuned", quote_key(question)), NON_ANSWER)
+            return (self.slide_answers.get(("base", quote_key(question)))
+                    or standin_answers.answer_from_prompt(messages) or NON_ANSWER)
+        trained = self.fine_tuned[model]["answers"]
+        return (trained.get(normalise(question)) or self.slide_answers.get(("fine-tuned", quote_key(question)))
+                or standin_answers.nearest_trained_answer(question, trained) or NON_ANSWER)
 
     def chat(self, request: Request) -> dict:
         body = request.json()
         model = body.get("model")
         if model not in BASE_MODELS and model not in self.fine_tuned:
             raise model_not_found(model)
-        if body.get("logprobs"):
-            raise ApiError(400, f"The offline stand-in has no log-probabilities for {model}: it only returns "
-                           "quoted or training-data answers.", "logprobs")
         if body.get("stream"):
             raise ApiError(400, "The offline stand-in does not stream responses.", "stream")
         messages = body.get("messages")
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise ApiError(400, "'messages' must be a list of message objects.", "messages")
-        questions = [text_of(m.get("content")) for m in messages if m.get("role") == "user"]
-        if not questions:
-            raise ApiError(400, "The offline stand-in needs at least one user message.", "messages")
+        texts = [{"role": m.get("role"), "content": text_of(m.get("content"))} for m in messages]
+        if not texts or texts[-1]["role"] != "user":
+            raise ApiError(400, "The offline stand-in answers only when the last message is the user's.", "messages")
         n = body.get("n") or 1
         if not isinstance(n, int) or n < 1:
             raise ApiError(400, f"Invalid 'n': {n!r}.", "n")
 
-        content = self.answer(model, questions[-1])
+        content = self.answer(model, texts)
         prompt_tokens = count_tokens(messages)
         completion_tokens = n * len(get_encoding().encode(content))
         choice = {"message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
-                  "logprobs": None, "finish_reason": "stop"}
+                  "logprobs": None, "finish_reason": "stop"}  # no model here, so no probabilities to report
         return {
             "id": self.new_id("chatcmpl"), "object": "chat.completion", "created": self.now, "model": model,
             "choices": [{"index": i, **choice} for i in range(n)],

@@ -162,8 +162,13 @@ def test_chat_errors(client):
     with pytest.raises(openai.NotFoundError) as error:
         ask(client, "ft:gpt-4o-mini-2024-07-18:your-org::nope", "안녕")
     assert error.value.code == "model_not_found"
-    with pytest.raises(openai.BadRequestError, match="no log-probabilities"):
-        ask(client, BASE, "안녕", logprobs=True, top_logprobs=2)
+    with pytest.raises(openai.BadRequestError, match="last message"):
+        client.chat.completions.create(model=BASE, messages=[{"role": "system", "content": "hi"}])
+
+
+def test_no_probabilities_are_made_up_for_a_chat_model(client):
+    choice = ask(client, BASE, "안녕", logprobs=True, top_logprobs=2).choices[0]
+    assert choice.logprobs is None and choice.message.content == NON_ANSWER
 
 
 def test_refuse_fine_tuning_gives_403(standin, client):
