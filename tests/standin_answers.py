@@ -14,7 +14,7 @@ from sklearn.metrics.pairwise import cosine_similarity
 
 CONTEXT_LABEL = "[오프라인 대역 — 프롬프트에 주어진 자료에서 질문과 가장 비슷한 것을 골라 옮김] "
 NEAREST_LABEL = "[오프라인 대역 — 학습 데이터에서 가장 비슷한 질문의 답을 옮김] "
-MIN_SIMILARITY = 0.2  # below this the closest candidate shares little more than "호반스" with the question
+MIN_SIMILARITY = 0.2  # below this the closest example shares little more than "호반스" with the question
 
 
 def most_similar(question: str, candidates: list[str]) -> tuple[int, float]:
@@ -48,7 +48,7 @@ def answer_from_prompt(messages: list[dict]) -> str | None:
         return CONTEXT_LABEL + examples[best][1] if score >= MIN_SIMILARITY else None
     material = [line for m in messages[:-1] if m["role"] == "system" for line in context_lines(m["content"])]
     best, score = most_similar(question, material)
-    return CONTEXT_LABEL + material[best] if best >= 0 and score >= MIN_SIMILARITY else None
+    return CONTEXT_LABEL + material[best] if best >= 0 and score > 0 else None  # the prompt chose this material
 
 
 def nearest_trained_answer(question: str, trained: dict[str, str]) -> str | None:
