@@ -56,3 +56,33 @@ def test_live_refusal_to_fine_tune_is_explained_in_korean(standin_url, tmp_path)
     assert "PermissionDeniedError" in shown and "2027-01-06" in shown and 'MODE = "replay"' in shown
     assert "Traceback" not in shown  # 긴 traceback 대신 설명만
     assert "fakeKEYforTHEstandinTEST" not in (tmp_path / "out.ipynb").read_text(encoding="utf-8")
+
+
+def test_fine_tuned_model_is_found_through_the_api_and_a_deleted_one_is_not(standin_url, capsys):
+    standin_url()
+    client = course.connect("live", "finder")
+    assert course.fine_tuned_model(client, "hobanse") is None
+    assert "hobanse" in capsys.readouterr().out  # 왜 없는지 말함
+    training = client.files.create(file=("train.jsonl", "\n".join(
+        json.dumps({"messages": [{"role": "user", "content": f"질문 {i}"}, {"role": "assistant", "content": f"답 {i}"}]},
+                   ensure_ascii=False) for i in range(10)).encode()), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=standin.BASE_MODELS[0], training_file=training.id, suffix="hobanse")
+    while job.status != "succeeded":
+        job = client.fine_tuning.jobs.retrieve(job.id)
+    assert course.fine_tuned_model(client, "hobanse") == job.fine_tuned_model
+    assert course.fine_tuned_model(client, "other") is None
+    client.models.delete(job.fine_tuned_model)
+    assert course.fine_tuned_model(client, "hobanse") is None
+    assert "지워졌습니다" in capsys.readouterr().out
+
+
+def test_resolve_mode_and_recording_header(standin_url, monkeypatch, tmp_path):
+    standin_url()
+    assert course.resolve_mode("auto") == "live"  # 키가 있으므로
+    monkeypatch.setenv(course.MODE_ENV, "replay")
+    assert course.resolve_mode("live") == "replay"  # COURSE_MODE 가 우선
+    assert course.recording_header("nothing-here") == {}
+    monkeypatch.delenv(course.MODE_ENV)
+    client = course.connect("record", "with-header", dataset="sample — 테스트")
+    client.models.list()
+    assert course.recording_header("with-header")["dataset"] == "sample — 테스트"
