@@ -7,6 +7,13 @@ chat answer is either a real model answer quoted in the lecture slides, an answe
 the training data or from the prompt's own material (labelled, see tests/standin_answers.py), or a
 Korean non-answer that says plainly what it is. It reports no log-probabilities for chat models.
 
+One exception is trained for real: when a fine-tuning file is classification-shaped (a few labels
+as answers, e.g. 20newsgroups "baseball"/"hockey"), the job fits a small scikit-learn classifier
+(HashingVectorizer + SGDClassifier, mini-batch partial_fit) on the uploaded training file. Its
+result CSV is that run's per-step loss/accuracy, the "fine-tuned" model answers with the
+classifier's most probable label, and its logprobs are the classifier's log predict_proba. The job
+events say so; none of it is GPT output.
+
 State lives in memory and a fake clock ticks one second per request, so the same calls give
 byte-identical responses (ids, timestamps and all).
 
@@ -16,7 +23,11 @@ byte-identical responses (ids, timestamps and all).
 from __future__ import annotations
 
 import argparse
+import base64
+import csv
+import io
 import json
+import math
 import re
 import threading
 import traceback
@@ -29,6 +40,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import numpy as np
+from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.linear_model import SGDClassifier
 
 from helpers.course import parse_multipart
 from helpers.chat_data import count_tokens, default_epochs, get_encoding
@@ -50,6 +65,13 @@ CREATION_NOTICE = (
     "실제 학습은 전혀 하지 않습니다. 만들어지는 모델은 학습 데이터에 있는 질문에는 학습 데이터의 답을, "
     "강의 슬라이드에 실린 질문에는 슬라이드에 찍힌 실제 모델의 답을 그대로 돌려주고, "
     "그 밖의 질문에는 '오프라인 대역'이라고 표시된 안내문만 돌려줍니다."
+)
+CLASSIFIER_NOTICE = (
+    "[오프라인 대역] 이 작업은 OpenAI가 아니라 이 과정의 오프라인 대역(stand-in) 서버가 흉내 낸 것이며, "
+    "GPT 모델은 전혀 학습하지 않습니다. 학습 데이터가 분류 형태(답이 몇 가지 레이블뿐)이므로, 대역은 올린 학습 "
+    "파일로 작은 scikit-learn 분류기(HashingVectorizer + SGDClassifier)를 실제로 학습합니다. 결과 파일의 "
+    "손실·정확도, 만들어지는 모델의 답(가장 확률이 높은 레이블)과 logprobs(분류기 확률의 로그)는 모두 이 "
+    "분류기에서 나온 값입니다."
 )
 START_TIME = 1795219200  # 2026-11-21 00:00 UTC: fake clock start, so recordings are reproducible
 
@@ -105,6 +127,8 @@ class Job:
     trained_tokens: int
     answers: dict[str, str]  # normalised user content -> trained assistant answer
     events: list[dict] = field(default_factory=list)  # oldest first
+    classifier: Classifier | None = None  # only for classification-shaped training data
+    steps: list[dict] = field(default_factory=list)  # the classifier's per-step metrics (result CSV rows)
 
 
 def normalise(text: str) -> str:
@@ -163,6 +187,142 @@ def trained_answers(examples: list[list[dict]]) -> dict[str, str]:
             if asked["role"] == "user" and answered["role"] == "assistant":
                 answers[normalise(asked["content"])] = answered["content"]
     return answers
+
+
+# --- a real classifier for classification-shaped data ------------------------------------------
+
+RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy",
+                  "full_valid_loss", "full_valid_mean_token_accuracy")  # as in the API's step_metrics.csv
+MIN_LOGPROB = -9999.0  # log(0) = -inf is not valid JSON, so a label with probability ~0 gets this floor
+
+
+def final_answer(messages: list[dict]) -> str:
+    return [m["content"] for m in messages if m["role"] == "assistant"][-1]
+
+
+def asked_text(messages: list[dict]) -> str:
+    """The text being classified: the last user message (system instructions are the same in every example)."""
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+
+
+def class_labels(examples: list[list[dict]]) -> list[str] | None:
+    """The sorted labels if the answers look like classification (2-10 values, each seen twice, with
+    more examples than 2 per label), else None: 15 distinct 호반스 answers are Q&A, not classes."""
+    counts = Counter(final_answer(m) for m in examples)
+    if 2 <= len(counts) <= 10 and min(counts.values()) >= 2 and len(examples) > 2 * len(counts):
+        return sorted(counts)
+    return None
+
+
+@dataclass
+class Classifier:
+    vectorizer: HashingVectorizer
+    model: SGDClassifier
+
+    def proba(self, text: str) -> dict[str, float]:
+        return {str(label): float(p) for label, p in
+                zip(self.model.classes_, self.model.predict_proba(self.vectorizer.transform([text]))[0])}
+
+    def label(self, text: str) -> str:
+        proba = self.proba(text)
+        return max(proba, key=proba.get)
+
+    def logprobs(self, text: str, n_tokens: int, top: int) -> list[dict]:
+        """Token logprobs of the chosen label, as a model that picks a label and then spells it.
+
+        A token's probability is the classifier's probability of the labels that continue with it, given
+        the tokens already written (natural log, like the API). For the first token that is each label's
+        first token with log(predict_proba), summed where labels share it; once only the chosen label
+        fits, its further tokens get logprob 0.0 and top_logprobs holds just that token.
+        """
+        encoding = get_encoding()
+        proba = self.proba(text)
+        spelled = {label: encoding.encode(label) for label in proba}
+        chosen = spelled[max(proba, key=proba.get)]
+
+        def entry(token: int, mass: float) -> dict:
+            raw = encoding.decode_single_token_bytes(token)
+            return {"token": raw.decode("utf-8", "replace"), "bytes": list(raw),
+                    "logprob": max(MIN_LOGPROB, math.log(mass)) if mass > 0 else MIN_LOGPROB}
+
+        content = []
+        for i, token in enumerate(chosen[:n_tokens]):
+            mass: Counter[int] = Counter()
+            for label, tokens in spelled.items():
+                if tokens[:i] == chosen[:i] and len(tokens) > i:
+                    mass[tokens[i]] += proba[label]
+            total = sum(mass.values())
+            ranked = sorted(mass, key=lambda t: (-mass[t], t))[:top]
+            content.append({**entry(token, mass[token] / total),
+                            "top_logprobs": [entry(t, mass[t] / total) for t in ranked]})
+        return content
+
+
+def batch_metrics(model: SGDClassifier, classes: list[str], features, labels: np.ndarray) -> tuple[float, float]:
+    """Mean cross-entropy (natural log) and accuracy; one label counts as one 'token' here. Computed directly
+    rather than with sklearn's log_loss, whose input checks took half of the training time."""
+    if hasattr(model, "coef_"):
+        proba = model.predict_proba(features)
+    else:  # before the first update the model knows nothing: every label equally likely
+        proba = np.full((len(labels), len(classes)), 1 / len(classes))
+    picked = proba[np.arange(len(labels)), np.searchsorted(classes, labels)]  # classes are sorted, like classes_
+    loss = -np.mean(np.log(np.clip(picked, 1e-15, 1.0)))  # clipped like log_loss: no infinite loss
+    accuracy = np.mean(np.asarray(classes)[proba.argmax(axis=1)] == labels)
+    return round(float(loss), 6), round(float(accuracy), 6)
+
+
+def auto_batch_size(n_examples: int) -> int:
+    """The stand-in's "auto" rule (about 2% of the examples, 1 to 256), so a job has tens to a few hundred steps."""
+    return max(1, min(256, n_examples // 50))
+
+
+def train_classifier(train: list[list[dict]], valid: list[list[dict]], n_epochs: int, batch_size: int,
+                     seed: int) -> tuple[Classifier, list[dict]]:
+    """Fit for real, one mini-batch per step, and return the model and one metrics row per step.
+
+    train_* are measured on the step's batch just before that step's update (as a training step's forward
+    pass sees it: measured after, a batch of one is always already learned). valid_* cover the whole
+    validation file after the update, every `valid_every` steps and on the last step, blank otherwise (the
+    API also leaves blanks); full_valid_* repeat the last step's valid_* on the last row only.
+    """
+    # HashingVectorizer is stateless (no vocabulary to fit), so every mini-batch is featurised the
+    # same way before and after more data arrives: exactly what incremental partial_fit needs.
+    vectorizer = HashingVectorizer(n_features=2**18)
+    model = SGDClassifier(loss="log_loss", random_state=seed)
+    features = vectorizer.transform([asked_text(m) for m in train])
+    labels = np.array([final_answer(m) for m in train])
+    valid_features = vectorizer.transform([asked_text(m) for m in valid]) if valid else None
+    valid_labels = np.array([final_answer(m) for m in valid])
+    classes = class_labels(train)
+    order = np.random.RandomState(seed)  # the example order, reshuffled every epoch
+    total_steps = n_epochs * math.ceil(len(train) / batch_size)
+    valid_every = max(1, total_steps // 20)
+    rows = []
+    for _ in range(n_epochs):
+        shuffled = order.permutation(len(train))
+        for start in range(0, len(train), batch_size):
+            batch = shuffled[start:start + batch_size]
+            row = dict.fromkeys(RESULT_COLUMNS)
+            row["step"] = len(rows) + 1
+            row["train_loss"], row["train_accuracy"] = batch_metrics(model, classes, features[batch], labels[batch])
+            model.partial_fit(features[batch], labels[batch], classes=classes)
+            last = row["step"] == total_steps
+            if valid and (row["step"] % valid_every == 0 or last):
+                row["valid_loss"], row["valid_mean_token_accuracy"] = batch_metrics(model, classes, valid_features,
+                                                                                    valid_labels)
+                if last:
+                    row["full_valid_loss"], row["full_valid_mean_token_accuracy"] = (
+                        row["valid_loss"], row["valid_mean_token_accuracy"])
+            rows.append(row)
+    return Classifier(vectorizer, model), rows
+
+
+def metrics_csv(rows: list[dict]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(RESULT_COLUMNS)
+    writer.writerows([["" if row[c] is None else row[c] for c in RESULT_COLUMNS] for row in rows])
+    return out.getvalue().encode()
 
 
 def page(items: list[dict], request: Request, default_limit: int) -> dict:
@@ -321,8 +481,7 @@ class StandIn:
         training_file = body.get("training_file")
         validation_file = body.get("validation_file")
         examples = self.examples(training_file, "training_file")
-        if validation_file is not None:
-            self.examples(validation_file, "validation_file")
+        valid = self.examples(validation_file, "validation_file") if validation_file is not None else []
         if len(examples) < MIN_EXAMPLES:
             raise ApiError(400, f"Training file has {len(examples)} example(s), but must have at least "
                            f"{MIN_EXAMPLES} examples", "training_file", "invalid_n_examples")
@@ -339,6 +498,19 @@ class StandIn:
             hyperparameters[name] = value
         if hyperparameters["n_epochs"] == "auto":
             hyperparameters["n_epochs"] = default_epochs(len(examples))
+        seed = DEFAULT_SEED if body.get("seed") is None else body["seed"]
+
+        classifier, steps = None, []
+        labels = class_labels(examples)
+        if labels:  # learning_rate_multiplier is kept in the job but unused: SGDClassifier sets its own rate
+            unknown = sorted({final_answer(m) for m in valid} - set(labels))
+            if unknown:
+                raise ApiError(400, f"The validation file has answers the training file never gives: {unknown}. "
+                               "The offline stand-in's classifier can only score known labels.", "validation_file")
+            if hyperparameters["batch_size"] == "auto":
+                hyperparameters["batch_size"] = auto_batch_size(len(examples))
+            classifier, steps = train_classifier(examples, valid, int(hyperparameters["n_epochs"]),
+                                                 int(hyperparameters["batch_size"]), seed)
 
         job_id = self.new_id("ftjob")
         job = Job(
@@ -346,7 +518,7 @@ class StandIn:
                 "id": job_id, "object": "fine_tuning.job", "created_at": self.now, "error": None,
                 "fine_tuned_model": None, "finished_at": None, "hyperparameters": hyperparameters,
                 "model": model, "organization_id": ORGANIZATION_ID, "result_files": [],
-                "seed": DEFAULT_SEED if body.get("seed") is None else body["seed"],
+                "seed": seed,
                 "status": "validating_files", "trained_tokens": None,
                 "training_file": training_file, "validation_file": validation_file, "estimated_finish": None,
                 "integrations": [], "metadata": body.get("metadata"),
@@ -355,12 +527,15 @@ class StandIn:
             suffix=body.get("suffix"),
             trained_tokens=hyperparameters["n_epochs"] * sum(count_tokens(m) for m in examples),
             answers=trained_answers(examples),
+            classifier=classifier,
+            steps=steps,
         )
         self.jobs[job_id] = job
         validating = f"Validating training file: {training_file}"
         if validation_file:
             validating += f" and validation file: {validation_file}"
-        self.log(job, f"Created fine-tuning job: {job_id}", CREATION_NOTICE, validating)
+        self.log(job, f"Created fine-tuning job: {job_id}", CLASSIFIER_NOTICE if classifier else CREATION_NOTICE,
+                 validating)
         return job.public
 
     def log(self, job: Job, *messages: str) -> None:
@@ -368,6 +543,30 @@ class StandIn:
             job.events.append({"id": self.new_id("ftevent"), "object": "fine_tuning.job.event",
                                "created_at": self.now, "level": "info", "message": message, "data": {},
                                "type": "message"})
+
+    def log_steps(self, job: Job) -> None:
+        """Metrics events like the API's, about every 10% of steps, with the classifier run's own numbers."""
+        total, every = len(job.steps), max(1, len(job.steps) // 10)
+        for row in [row for row in job.steps if row["step"] % every == 0 or row["step"] == total]:
+            message = f"Step {row['step']}/{total}: training loss={row['train_loss']:.2f}"
+            data = {"step": row["step"], "total_steps": total, "train_loss": row["train_loss"],
+                    "train_mean_token_accuracy": row["train_accuracy"]}
+            if row["valid_loss"] is not None:
+                message += f", validation loss={row['valid_loss']:.2f}"
+                data.update(valid_loss=row["valid_loss"], valid_mean_token_accuracy=row["valid_mean_token_accuracy"])
+            job.events.append({"id": self.new_id("ftevent"), "object": "fine_tuning.job.event",
+                               "created_at": self.now, "level": "info", "message": message, "data": data,
+                               "type": "metrics"})
+
+    def result_file(self, job: Job) -> str:
+        """The step metrics as the API serves a result file: CSV text, base64-encoded."""
+        content = base64.b64encode(metrics_csv(job.steps))
+        file_id = self.new_id("file")
+        self.files[file_id] = {"id": file_id, "object": "file", "bytes": len(content), "created_at": self.now,
+                               "filename": "step_metrics.csv", "purpose": "fine-tune-results",
+                               "status": "processed", "expires_at": None, "status_details": None}
+        self.file_bytes[file_id] = content
+        return file_id
 
     def job(self, job_id: str) -> Job:
         if job_id not in self.jobs:
@@ -384,15 +583,19 @@ class StandIn:
         elif public["status"] == "queued":
             public["status"] = "running"
             self.log(job, "Fine-tuning job started")
+            self.log_steps(job)
         elif public["status"] == "running":
             self.counters["model"] += 1
             model_id = f"ft:{public['model']}:{ORG}:{job.suffix or ''}:standin{self.counters['model']:02d}"
             public.update(status="succeeded", fine_tuned_model=model_id, finished_at=self.now,
                           trained_tokens=job.trained_tokens)
+            if job.classifier:
+                public["result_files"] = [self.result_file(job)]
             self.fine_tuned[model_id] = {
                 "model": {"id": model_id, "object": "model", "created": self.now, "owned_by": ORG,
                           "shutdown_date": SHUTDOWN_DATE},
                 "answers": job.answers,
+                "classifier": job.classifier,
             }
             self.log(job, f"New fine-tuned model created: {model_id}", "The job has successfully completed")
         return public
@@ -420,6 +623,9 @@ class StandIn:
     def answer(self, model: str, messages: list[dict]) -> str:
         """Quoted, trained or copied-from-context text only; see tests/standin_answers.py."""
         question = messages[-1]["content"]
+        classifier = self.fine_tuned.get(model, {}).get("classifier")
+        if classifier:  # a real (scikit-learn) classifier: its most probable label
+            return classifier.label(question)
         if model in BASE_MODELS:
             return (self.slide_answers.get(("base", quote_key(question)))
                     or standin_answers.answer_from_prompt(messages) or NON_ANSWER)
@@ -445,10 +651,14 @@ class StandIn:
             raise ApiError(400, f"Invalid 'n': {n!r}.", "n")
 
         content = self.answer(model, texts)
+        finish_reason, logprobs = "stop", None  # no model here, so no probabilities to report...
+        classifier = self.fine_tuned.get(model, {}).get("classifier")
+        if classifier:  # ...except a classifier's. temperature is ignored: the classifier is deterministic.
+            content, finish_reason, logprobs = self.classifier_reply(classifier, texts[-1]["content"], content, body)
         prompt_tokens = count_tokens(messages)
         completion_tokens = n * len(get_encoding().encode(content))
         choice = {"message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
-                  "logprobs": None, "finish_reason": "stop"}  # no model here, so no probabilities to report
+                  "logprobs": logprobs, "finish_reason": finish_reason}
         return {
             "id": self.new_id("chatcmpl"), "object": "chat.completion", "created": self.now, "model": model,
             "choices": [{"index": i, **choice} for i in range(n)],
@@ -456,6 +666,22 @@ class StandIn:
                       "total_tokens": prompt_tokens + completion_tokens},
             "service_tier": "default", "system_fingerprint": FINGERPRINT,
         }
+
+    @staticmethod
+    def classifier_reply(classifier: Classifier, text: str, label: str, body: dict) -> tuple[str, str, dict | None]:
+        """The label cut to max_tokens (as the API cuts an answer), and its logprobs if asked for."""
+        tokens = get_encoding().encode(label)
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or len(tokens)
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ApiError(400, f"Invalid 'max_tokens': {max_tokens!r}.", "max_tokens")
+        content, finish_reason = (label, "stop") if max_tokens >= len(tokens) else (
+            get_encoding().decode(tokens[:max_tokens]), "length")
+        if not body.get("logprobs"):
+            return content, finish_reason, None
+        top = body.get("top_logprobs") or 0
+        if not isinstance(top, int) or not 0 <= top <= 20:
+            raise ApiError(400, f"Invalid 'top_logprobs': {top!r}; expected an integer from 0 to 20.", "top_logprobs")
+        return content, finish_reason, {"content": classifier.logprobs(text, max_tokens, top), "refusal": None}
 
 
 ROUTES: list[tuple[str, re.Pattern, Callable]] = [
