@@ -34,9 +34,12 @@ PREREQUISITES = {"04": "03", "08": "07"}
 
 
 def run(notebook: Path, mode: str, output: Path, parameters: dict | None = None) -> None:
+    """parameters 중 그 노트북의 parameters 셀에 있는 것만 넘깁니다."""
     os.environ["COURSE_MODE"] = mode
+    declared = papermill.inspect_notebook(str(notebook))
     papermill.execute_notebook(str(notebook), str(output), cwd=str(NOTEBOOKS), kernel_name="python3",
-                               progress_bar=False, parameters=parameters or {})
+                               progress_bar=False,
+                               parameters={k: v for k, v in (parameters or {}).items() if k in declared})
 
 
 def strip_run_metadata(path: Path) -> None:
@@ -62,6 +65,7 @@ def main(prefixes: list[str]) -> None:
     notebooks = sorted(p for p in NOTEBOOKS.glob("[0-9]*.ipynb") if not prefixes or p.name.startswith(tuple(prefixes)))
     live = bool(os.environ.get("OPENAI_API_KEY"))
     print("기록 출처:", "실제 OpenAI API (또는 OPENAI_BASE_URL 의 서버)" if live else "오프라인 대역 (tests/standin.py)")
+    no_waiting = {} if live else {"POLL_SECONDS": 0}  # 대역의 작업은 묻는 대로 진행하므로 기다릴 필요가 없음
     scratch = ROOT / "scratch"
     scratch.mkdir(exist_ok=True)
     for notebook in notebooks:
@@ -74,8 +78,8 @@ def main(prefixes: list[str]) -> None:
             if prerequisite:
                 (first,) = NOTEBOOKS.glob(f"{prerequisite}_*.ipynb")
                 print(f"  먼저 {first.name} 을 live 로 (기록 없이, CLEAN_UP = False)")
-                run(first, "live", scratch / f"prerequisite_{first.name}", {"CLEAN_UP": False})
-            run(notebook, "record", scratch / notebook.name)
+                run(first, "live", scratch / f"prerequisite_{first.name}", {"CLEAN_UP": False, **no_waiting})
+            run(notebook, "record", scratch / notebook.name, no_waiting)
     if not live:
         for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
             os.environ.pop(name, None)

@@ -288,7 +288,9 @@ def train_classifier(train: list[list[dict]], valid: list[list[dict]], n_epochs:
     # HashingVectorizer is stateless (no vocabulary to fit), so every mini-batch is featurised the
     # same way before and after more data arrives: exactly what incremental partial_fit needs.
     vectorizer = HashingVectorizer(n_features=2**18)
-    model = SGDClassifier(loss="log_loss", random_state=seed)
+    # average=True keeps the running mean of the weights (averaged SGD): with batches of one, the last step's
+    # weights swing with the last example seen, the average is the steadier model a finished job should serve.
+    model = SGDClassifier(loss="log_loss", average=True, random_state=seed)
     features = vectorizer.transform([asked_text(m) for m in train])
     labels = np.array([final_answer(m) for m in train])
     valid_features = vectorizer.transform([asked_text(m) for m in valid]) if valid else None
