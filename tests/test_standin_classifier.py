@@ -58,17 +58,6 @@ TRAIN, VALID = jsonl(TRAIN_LINES), jsonl(VALID_LINES)
 VALID_TEXT = VALID_LINES[1]["messages"][1]["content"]  # a hockey post
 
 
-@pytest.fixture
-def standin() -> StandIn:
-    return StandIn()
-
-
-@pytest.fixture
-def client(standin):
-    with serve(standin) as url, openai.OpenAI(api_key="sk-test-not-a-real-key", base_url=url, max_retries=0) as c:
-        yield c
-
-
 @pytest.fixture(scope="module")
 def trained():
     """One trained job shared by the tests that only read from it (training takes a fraction of a second)."""
