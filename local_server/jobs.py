@@ -1,0 +1,200 @@
+"""Fine-tuning jobs: a scheduler thread in the server and one training worker process at a time.
+
+The worker is a separate process so the server keeps answering while a job trains, its memory is
+returned when it ends, and a crash in training cannot take the API down. Jobs move
+validating_files → queued → running → succeeded | failed | cancelled, exactly as OpenAI's do; the
+rest wait `queued`. Everything a job produces (events, checkpoints, the model) goes through the
+Store, so it survives a restart.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import multiprocessing
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from helpers import chat_data
+
+from .store import Store, now
+
+RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy",
+                  "full_valid_loss", "full_valid_mean_token_accuracy")
+CANCEL_GRACE_SECONDS = 30  # a cancelled worker stops within a step; after this it is terminated
+
+
+def fine_tuned_model_id(base: str, suffix: str | None, job_id: str) -> str:
+    """OpenAI's shape `ft:<base>:<org>:<suffix>:<id>`; the organisation of a local model is `local`."""
+    return f"ft:{base}:local:{suffix or ''}:{job_id.removeprefix('ftjob-')[:8]}"
+
+
+def read_examples(store: Store, file_id: str) -> list[list[dict]]:
+    file = store.file(file_id)
+    if file is None:
+        raise ValueError(f"파일 {file_id} 이(가) 지워졌습니다 (file not found).")
+    return [example["messages"] for example in chat_data.read_jsonl(store.file_path(file))]
+
+
+class Scheduler(threading.Thread):
+    """Moves jobs along and runs at most one training worker process at a time."""
+
+    def __init__(self, store: Store, base_model_id: str, model_source: str, device: str, poll_seconds: float = 0.2):
+        super().__init__(name="job-scheduler", daemon=True)
+        self.store, self.base_model_id = store, base_model_id
+        self.model_source, self.device = model_source, device
+        self.poll_seconds = poll_seconds
+        self.worker: multiprocessing.Process | None = None
+        self.worker_job: str | None = None
+        self.cancelled_at: float | None = None
+        self._stopping = threading.Event()
+
+    def recover(self) -> None:
+        """After a restart: a job that was training when the server died cannot resume."""
+        for job in self.store.jobs_with_status("running"):
+            message = ("서버가 학습 도중 멈춰서 이 작업은 실패로 처리되었습니다. 같은 작업을 다시 만드세요 "
+                       "(the server stopped while this job was running).")
+            self.store.update_job(job["id"], status="failed", finished_at=now(), estimated_finish=None,
+                                  error={"code": "server_restarted", "message": message, "param": None})
+            self.store.add_event(job["id"], message, level="error")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.worker is not None and self.worker.is_alive():
+            self.worker.terminate()
+            self.worker.join(10)
+        self.join(10)
+
+    def run(self) -> None:
+        while not self._stopping.wait(self.poll_seconds):
+            try:
+                self._tick()
+            except Exception:  # the scheduler must outlive any one bad job
+                traceback.print_exc()
+
+    def _tick(self) -> None:
+        for job in self.store.jobs_with_status("validating_files"):
+            self._validate(job)
+        if self.worker is not None:
+            self._watch_worker()
+        if self.worker is None:
+            queued = self.store.jobs_with_status("queued")
+            if queued:
+                self._start(queued[0])
+
+    def _validate(self, job: dict) -> None:
+        from .training import resolve_hyperparameters  # imports torch: keep it out of server start-up
+
+        try:
+            n_examples = len(read_examples(self.store, job["training_file"]))
+            resolved = resolve_hyperparameters(n_examples, **job["hyperparameters"])
+        except ValueError as err:
+            self._fail(job["id"], "invalid_training_file", str(err), "training_file", ("validating_files",))
+            return
+        if self.store.update_job(job["id"], ("validating_files",), status="queued", hyperparameters=resolved):
+            self.store.add_event(job["id"], "Files validated, moving job to queued state")
+
+    def _start(self, job: dict) -> None:
+        if not self.store.update_job(job["id"], ("queued",), status="running"):
+            return
+        self.store.add_event(job["id"], "Fine-tuning job started")
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks copied
+        self.worker = context.Process(target=run_job, name=f"train-{job['id']}", daemon=True,
+                                      args=(str(self.store.data_dir), job["id"], self.base_model_id,
+                                            self.model_source, self.device))
+        self.worker_job, self.cancelled_at = job["id"], None
+        self.worker.start()
+
+    def _watch_worker(self) -> None:
+        job = self.store.job(self.worker_job)
+        if self.worker.is_alive():
+            if job["status"] == "cancelled":
+                self.cancelled_at = self.cancelled_at or time.monotonic()
+                if time.monotonic() - self.cancelled_at > CANCEL_GRACE_SECONDS:
+                    self.worker.terminate()
+            return
+        self.worker.join()
+        if job["status"] == "running":  # the process ended without finishing the job: it crashed
+            self._fail(job["id"], "training_crashed",
+                       f"학습 프로세스가 예기치 않게 끝났습니다 (exit code {self.worker.exitcode}). "
+                       "메모리가 부족했을 수 있습니다: 배치 크기를 줄이거나 다른 프로그램을 닫고 다시 만드세요.",
+                       None, ("running",))
+        self.worker, self.worker_job = None, None
+
+    def _fail(self, job_id: str, code: str, message: str, param: str | None, states: tuple[str, ...]) -> None:
+        error = {"code": code, "message": message, "param": param}
+        if self.store.update_job(job_id, states, status="failed", error=error, finished_at=now(),
+                                 estimated_finish=None):
+            self.store.add_event(job_id, message, level="error")
+
+
+class _JobSink:
+    """What the training module reports, turned into job events, checkpoints and an estimate (TrainingSink)."""
+
+    def __init__(self, store: Store, job: dict, model_id: str):
+        self.store, self.job, self.model_id = store, job, model_id
+        self.started = time.monotonic()
+
+    def message(self, text: str) -> None:
+        self.store.add_event(self.job["id"], text)
+
+    def metrics(self, row: dict) -> None:
+        step, total = row["step"], row["total_steps"]
+        self.store.add_event(self.job["id"], f"Step {step}/{total}: training loss={row['train_loss']:.2f}"
+                             + (f", validation loss={row['valid_loss']:.2f}" if row.get("valid_loss") is not None
+                                else ""), type="metrics", data=row)
+        per_step = (time.monotonic() - self.started) / step
+        self.store.update_job(self.job["id"], ("running",), estimated_finish=now() + round(per_step * (total - step)))
+
+    def checkpoint(self, step: int, epoch: int, adapter_dir: Path, metrics: dict) -> None:
+        self.store.add_checkpoint(self.job["id"], step, f"{self.model_id}:ckpt-step-{step}", adapter_dir,
+                                  {"step": step, **metrics})
+        self.store.add_event(self.job["id"], f"Checkpoint created at step {step}")
+
+    def should_stop(self) -> bool:
+        return self.store.job(self.job["id"])["status"] != "running"
+
+
+def result_csv(rows: list[dict]) -> bytes:
+    """The result file as OpenAI serves it: a CSV of per-step metrics, base64-encoded."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, RESULT_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in RESULT_COLUMNS})
+    return base64.b64encode(out.getvalue().encode("utf-8"))
+
+
+def run_job(data_dir: str, job_id: str, base_model_id: str, model_source: str, device: str) -> None:
+    """The training worker process: train one job for real and record everything it produces."""
+    store = Store(Path(data_dir))
+    job = store.job(job_id)
+    try:
+        from .training import BASE_LEARNING_RATE, TrainingSpec, train
+
+        store.add_event(job_id, f"이 컴퓨터에서 {base_model_id} 모델을 LoRA 로 학습합니다 (장치: {device}). "
+                                "OpenAI 서버가 아니라 이 과정의 로컬 서버가 만든 작업입니다.")
+        hyper = job["hyperparameters"]
+        model_id = fine_tuned_model_id(base_model_id, job["suffix"], job_id)
+        spec = TrainingSpec(
+            base_model=model_source, device=device,
+            training=read_examples(store, job["training_file"]),
+            validation=read_examples(store, job["validation_file"]) if job["validation_file"] else None,
+            n_epochs=hyper["n_epochs"], batch_size=hyper["batch_size"],
+            learning_rate=BASE_LEARNING_RATE * hyper["learning_rate_multiplier"], seed=job["seed"],
+            output_dir=store.adapters_dir / job_id)
+        outcome = train(spec, _JobSink(store, job, model_id))
+        if outcome.stopped:
+            return
+        if store.finish_job(job_id, model_id, outcome.final_adapter, result_csv(outcome.rows), outcome.trained_tokens):
+            store.add_event(job_id, f"New fine-tuned model created: {model_id}")
+            store.add_event(job_id, "The job has successfully completed")
+    except Exception as err:  # any failure ends the job as failed with a message, never half-done
+        traceback.print_exc()
+        message = str(err) if isinstance(err, ValueError) else f"학습 중 오류가 났습니다: {type(err).__name__}: {err}"
+        error = {"code": "training_error", "message": message, "param": None}
+        if store.update_job(job_id, ("running",), status="failed", error=error, finished_at=now(),
+                            estimated_finish=None):
+            store.add_event(job_id, message, level="error")

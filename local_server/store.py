@@ -1,0 +1,235 @@
+"""The server's state: SQLite (stdlib `sqlite3`) plus one folder of uploaded files and adapters.
+
+Everything lives under one data directory:
+
+    <data>/state.sqlite3      files, jobs, events, checkpoints, fine-tuned models
+    <data>/files/<file-id>    uploaded JSONL and result CSVs (written to a temp name, then renamed)
+    <data>/adapters/<job-id>/ LoRA adapters, one folder per checkpoint (written by the training worker)
+
+The API process and the training worker process both open it; WAL mode lets one write while the
+other reads. A row that points at a file or adapter is inserted only after that file is complete,
+so a crash never leaves a job pointing at a missing adapter.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import string
+import threading
+import time
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id TEXT PRIMARY KEY, purpose TEXT NOT NULL, filename TEXT NOT NULL, bytes INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, path TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL, created_at INTEGER NOT NULL, model TEXT NOT NULL,
+    training_file TEXT NOT NULL, validation_file TEXT, suffix TEXT, seed INTEGER NOT NULL,
+    status TEXT NOT NULL, hyperparameters TEXT NOT NULL, error TEXT, fine_tuned_model TEXT,
+    finished_at INTEGER, trained_tokens INTEGER, result_files TEXT NOT NULL DEFAULT '[]',
+    estimated_finish INTEGER, metadata TEXT);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, job_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL, level TEXT NOT NULL, message TEXT NOT NULL, type TEXT NOT NULL, data TEXT);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id TEXT PRIMARY KEY, job_id TEXT NOT NULL, created_at INTEGER NOT NULL, step INTEGER NOT NULL,
+    model_id TEXT NOT NULL, metrics TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS models (
+    id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, job_id TEXT NOT NULL, kind TEXT NOT NULL,
+    adapter_path TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, seq);
+"""
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_id(prefix: str, length: int = 24) -> str:
+    """An id shaped like OpenAI's (`file-…`, `ftjob-…`): a prefix and random letters and digits."""
+    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class Store:
+    """Thread-safe access to the data directory; each thread (and process) gets its own connection."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = Path(data_dir)
+        self.files_dir = self.data_dir / "files"
+        self.adapters_dir = self.data_dir / "adapters"
+        for folder in (self.files_dir, self.adapters_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.data_dir / "state.sqlite3"
+        self._local = threading.local()
+        with self.transaction() as db:
+            db.executescript(SCHEMA)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")  # a committed row survives a power cut
+            self._local.connection = connection
+        return connection
+
+    def transaction(self):
+        return _Transaction(self.db)
+
+    # ------------------------------------------------------------------ files
+    def add_file(self, content: bytes, filename: str, purpose: str) -> dict:
+        file_id = new_id("file-")
+        path = self.files_dir / file_id
+        write_atomically(path, content)
+        with self.transaction() as db:
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM files").fetchone()[0]
+            db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (file_id, purpose, filename, len(content), now(), path.name, seq))
+        return self.file(file_id)
+
+    def file(self, file_id: str) -> dict | None:
+        row = self.db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+        return dict(row) if row else None
+
+    def file_path(self, file: dict) -> Path:
+        return self.files_dir / file["path"]
+
+    def list_files(self, purpose: str | None, order: str) -> list[dict]:
+        direction = "ASC" if order == "asc" else "DESC"
+        query = "SELECT * FROM files" + (" WHERE purpose = ?" if purpose else "") + f" ORDER BY seq {direction}"
+        return [dict(r) for r in self.db.execute(query, (purpose,) if purpose else ())]
+
+    def delete_file(self, file_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+        (self.files_dir / file_id).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ jobs
+    def add_job(self, **fields) -> dict:
+        job_id = new_id("ftjob-")
+        with self.transaction() as db:
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+            db.execute(
+                "INSERT INTO jobs (id, seq, created_at, model, training_file, validation_file, suffix, seed, status,"
+                " hyperparameters, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'validating_files', ?, ?)",
+                (job_id, seq, now(), fields["model"], fields["training_file"], fields.get("validation_file"),
+                 fields.get("suffix"), fields["seed"], json.dumps(fields["hyperparameters"]),
+                 json.dumps(fields.get("metadata")) if fields.get("metadata") is not None else None))
+        return self.job(job_id)
+
+    def job(self, job_id: str) -> dict | None:
+        row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        job = dict(row)
+        for key in ("hyperparameters", "error", "result_files", "metadata"):
+            job[key] = json.loads(job[key]) if job[key] is not None else None
+        return job
+
+    def list_jobs(self) -> list[dict]:
+        return [self.job(r["id"]) for r in self.db.execute("SELECT id FROM jobs ORDER BY seq DESC")]
+
+    def jobs_with_status(self, *statuses: str) -> list[dict]:
+        marks = ", ".join("?" * len(statuses))
+        rows = self.db.execute(f"SELECT id FROM jobs WHERE status IN ({marks}) ORDER BY seq", statuses)
+        return [self.job(r["id"]) for r in rows]
+
+    def update_job(self, job_id: str, only_if_status: tuple[str, ...] = (), **fields) -> bool:
+        """Set fields; with `only_if_status`, only while the job is in one of those states. True if changed."""
+        encoded = {k: json.dumps(v) if k in ("hyperparameters", "error", "result_files") and v is not None else v
+                   for k, v in fields.items()}
+        sets = ", ".join(f"{k} = ?" for k in encoded)
+        query, args = f"UPDATE jobs SET {sets} WHERE id = ?", [*encoded.values(), job_id]
+        if only_if_status:
+            query += f" AND status IN ({', '.join('?' * len(only_if_status))})"
+            args += list(only_if_status)
+        with self.transaction() as db:
+            return db.execute(query, args).rowcount == 1
+
+    # ------------------------------------------------------------------ events
+    def add_event(self, job_id: str, message: str, level: str = "info", type: str = "message",
+                  data: dict | None = None) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO events (id, job_id, created_at, level, message, type, data)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (new_id("ftevent-"), job_id, now(), level, message, type,
+                        json.dumps(data) if data is not None else None))
+
+    def events(self, job_id: str) -> list[dict]:
+        """Newest first, as the API lists them."""
+        rows = self.db.execute("SELECT * FROM events WHERE job_id = ? ORDER BY seq DESC", (job_id,))
+        return [{**dict(r), "data": json.loads(r["data"]) if r["data"] else None} for r in rows]
+
+    # ------------------------------------------------------------------ checkpoints and models
+    def add_checkpoint(self, job_id: str, step: int, model_id: str, adapter_path: Path, metrics: dict) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)",
+                       (new_id("ftckpt_"), job_id, now(), step, model_id, json.dumps(metrics)))
+            db.execute("INSERT INTO models VALUES (?, ?, ?, 'checkpoint', ?)",
+                       (model_id, now(), job_id, str(adapter_path)))
+
+    def checkpoints(self, job_id: str) -> list[dict]:
+        """Newest first."""
+        rows = self.db.execute("SELECT * FROM checkpoints WHERE job_id = ? ORDER BY step DESC", (job_id,))
+        return [{**dict(r), "metrics": json.loads(r["metrics"])} for r in rows]
+
+    def finish_job(self, job_id: str, model_id: str, adapter_path: Path, result: bytes, trained_tokens: int) -> bool:
+        """Mark a running job succeeded with its model and result file, all in one transaction."""
+        result_id = new_id("file-")
+        write_atomically(self.files_dir / result_id, result)
+        with self.transaction() as db:
+            changed = db.execute(
+                "UPDATE jobs SET status = 'succeeded', fine_tuned_model = ?, finished_at = ?, trained_tokens = ?,"
+                " result_files = ?, estimated_finish = NULL WHERE id = ? AND status = 'running'",
+                (model_id, now(), trained_tokens, json.dumps([result_id]), job_id)).rowcount == 1
+            if changed:
+                seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM files").fetchone()[0]
+                db.execute("INSERT INTO files VALUES (?, 'fine-tune-results', 'step_metrics.csv', ?, ?, ?, ?)",
+                           (result_id, len(result), now(), result_id, seq))
+                db.execute("INSERT INTO models VALUES (?, ?, ?, 'fine-tuned', ?)",
+                           (model_id, now(), job_id, str(adapter_path)))
+        if not changed:  # cancelled meanwhile: the result file is not referenced by anything
+            (self.files_dir / result_id).unlink(missing_ok=True)
+        return changed
+
+    def model(self, model_id: str) -> dict | None:
+        row = self.db.execute("SELECT * FROM models WHERE id = ?", (model_id,)).fetchone()
+        return dict(row) if row else None
+
+    def list_models(self) -> list[dict]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM models ORDER BY created_at, id")]
+
+    def delete_model(self, model_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM models WHERE id = ?", (model_id,))
+
+
+class _Transaction:
+    """`with store.transaction() as db:` — BEGIN IMMEDIATE … COMMIT, or ROLLBACK on an exception."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db_ = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db_.execute("BEGIN IMMEDIATE")
+        return self.db_
+
+    def __exit__(self, kind, error, tb):
+        self.db_.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def write_atomically(path: Path, content: bytes) -> None:
+    """Write to a temp name in the same folder, flush to disk, then rename: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
