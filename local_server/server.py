@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import platformdirs
+
 from helpers import chat_data
 
 from .base_model import context_length, load_model_and_tokenizer, pick_device, prepare_model, public_model_id
@@ -14,6 +16,7 @@ from .inference import Engine
 from .jobs import Scheduler
 from .store import Store
 
+CACHE_DIR = Path(platformdirs.user_cache_dir("finetune-course-server"))
 MAX_PROBLEMS_SHOWN = 5  # a file with thousands of bad lines still gets a short, readable error
 
 
@@ -28,6 +31,7 @@ class Settings:
     max_upload_bytes: int = 50_000_000
     default_max_tokens: int = 256  # when a request gives none; the slides' Playground "maximum length"
     max_batch: int = 16
+    model_cache_dir: Path = CACHE_DIR / "models"  # the converted base model, shared by every data directory
 
 
 class LocalServer:
@@ -35,7 +39,7 @@ class LocalServer:
         self.settings = settings
         self.store = Store(settings.data_dir)
         self.device = pick_device(settings.device)
-        self.model_source = prepare_model(settings.model, settings.data_dir / "base-models", progress)
+        self.model_source = prepare_model(settings.model, settings.model_cache_dir, progress)
         self.base_model_id = public_model_id(settings.model)
         started = time.monotonic()
         model, self.tokenizer = load_model_and_tokenizer(self.model_source, self.device)

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,45 +16,18 @@ import httpx2
 import openai
 import pandas as pd
 import pytest
-import uvicorn
 from openai.types import FileDeleted, FileObject, Model, ModelDeleted
 from openai.types.chat import ChatCompletion
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 
 from helpers import chat_data, datasets
-from local_server.api import create_app
 from local_server.jobs import RESULT_COLUMNS
-from local_server.server import LocalServer, Settings
+from local_server.server import Settings
+from tests.running_server import RunningServer, upload, wait_for
 from tests.tiny_model import ROOT, make_tiny_model
 
 SYSTEM = "you are factual chatbot."
-
-
-class RunningServer:
-    """A LocalServer behind a real uvicorn on a free loopback port, in this test process."""
-
-    def __init__(self, settings: Settings):
-        self.local = LocalServer(settings, progress=lambda *a: None)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        config = uvicorn.Config(create_app(self.local), host="127.0.0.1", port=self.port, log_level="warning")
-        self.uvicorn = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.uvicorn.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.uvicorn.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-
-    def client(self, api_key: str = "local-no-key-needed") -> openai.OpenAI:
-        return openai.OpenAI(api_key=api_key, base_url=self.base_url, max_retries=0, timeout=60)
-
-    def close(self) -> None:
-        self.uvicorn.should_exit = True
-        self.thread.join(10)
-        self.local.close()
 
 
 @pytest.fixture(scope="module")
@@ -78,22 +49,6 @@ def client(server):
 
 def hobanse_jsonl(tmp_path, name="train.jsonl", examples=None):
     return chat_data.write_jsonl(examples or datasets.hobanse_chat_examples(SYSTEM), tmp_path / name)
-
-
-def upload(client, path):
-    with open(path, "rb") as f:
-        return client.files.create(file=f, purpose="fine-tune")
-
-
-def wait_for(client, job_id, statuses, timeout=180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        if job.status in statuses:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} stayed {job.status}; events: "
-                         f"{[e.message for e in client.fine_tuning.jobs.list_events(job_id, limit=50)]}")
 
 
 # ------------------------------------------------------------------------------------------------ files
