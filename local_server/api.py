@@ -56,6 +56,20 @@ class JobCreate(_Lenient):
     metadata: Optional[dict[str, str]] = None
 
 
+class CompletionCreate(_Lenient):
+    model: str
+    prompt: str
+    max_tokens: int = Field(default=16, ge=1)  # OpenAI's default for the legacy endpoint
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    top_p: float = Field(default=1.0, ge=0, le=1)
+    n: int = Field(default=1, ge=1, le=8)
+    seed: Optional[int] = None
+    stop: Union[str, list[str], None] = None
+    logprobs: Optional[int] = Field(default=None, ge=0, le=5)
+    echo: Optional[bool] = None
+    stream: Optional[bool] = None
+
+
 class ChatCreate(_Lenient):
     model: str
     messages: list[dict] = Field(min_length=1)
@@ -94,7 +108,7 @@ def create_app(server) -> FastAPI:
     app.include_router(_files(server), prefix="/v1")
     app.include_router(_jobs(server), prefix="/v1")
     app.include_router(_models(server), prefix="/v1")
-    app.include_router(_chat(server), prefix="/v1")
+    app.include_router(_generation(server), prefix="/v1")
     return app
 
 
@@ -317,8 +331,8 @@ def _models(server) -> APIRouter:
     return router
 
 
-# ---------------------------------------------------------------------------------------------- chat
-def _chat(server) -> APIRouter:
+# ---------------------------------------------------------------------------------------------- chat and completions
+def _generation(server) -> APIRouter:
     router = APIRouter()
 
     @router.post("/chat/completions")
@@ -333,29 +347,69 @@ def _chat(server) -> APIRouter:
         if body.top_logprobs is not None and not body.logprobs:
             raise ApiError(400, "top_logprobs 를 쓰려면 logprobs=True 도 주어야 합니다 "
                                 "(logprobs must be set to true if top_logprobs is set).", "invalid_value", "logprobs")
-        adapter = server.adapter_for(body.model)
-        prompt_ids = server.render_chat(body.messages)
         max_tokens = body.max_completion_tokens or body.max_tokens or server.settings.default_max_tokens
-        if len(prompt_ids) + max_tokens > server.context_length:
-            raise ApiError(400, f"프롬프트({len(prompt_ids)} 토큰)와 max_tokens({max_tokens})의 합이 모델의 "
-                                f"컨텍스트 {server.context_length} 토큰을 넘습니다 (This model's maximum context "
-                                f"length is {server.context_length} tokens).", "context_length_exceeded", "messages")
-        stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-        if len(stop) > MAX_STOP_SEQUENCES:
-            raise ApiError(400, f"stop 은 {MAX_STOP_SEQUENCES}개까지입니다.", "invalid_value", "stop")
-        request = GenerationRequest(prompt_ids=prompt_ids, adapter=adapter, max_tokens=max_tokens,
-                                    temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=stop,
-                                    n=body.n, top_logprobs=(body.top_logprobs or 0) if body.logprobs else None)
+        request = _generation_request(server, body, server.render_chat(body.messages), max_tokens,
+                                      (body.top_logprobs or 0) if body.logprobs else None, "messages")
         result = server.engine.submit(request).result()
-        choices = [{"index": i, "finish_reason": c.finish_reason,
-                    "message": {"role": "assistant", "content": c.text, "refusal": None},
-                    "logprobs": {"content": c.logprobs, "refusal": None} if c.logprobs is not None else None}
+        return _chat_completion(server, body.model, result)
+
+    @router.post("/completions")
+    def create_completion(body: CompletionCreate):
+        """The legacy text endpoint: the prompt as it is, no turn format — what a pretrained model really does."""
+        if body.stream or body.echo:
+            raise ApiError(400, "이 로컬 서버는 stream 과 echo 를 지원하지 않습니다 (not supported).",
+                           "unsupported_parameter", "stream" if body.stream else "echo")
+        request = _generation_request(server, body, server.render_text(body.prompt), body.max_tokens, body.logprobs,
+                                      "prompt")
+        result = server.engine.submit(request).result()
+        choices = [{"index": i, "text": c.text, "finish_reason": c.finish_reason,
+                    "logprobs": _legacy_logprobs(c.logprobs) if c.logprobs is not None else None}
                    for i, c in enumerate(result.choices)]
-        completion_tokens = sum(c.completion_tokens for c in result.choices)
-        return {"id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
-                "model": body.model, "system_fingerprint": server.fingerprint, "service_tier": "default",
-                "choices": choices,
-                "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": completion_tokens,
-                          "total_tokens": result.prompt_tokens + completion_tokens}}
+        return {"id": new_id("cmpl-"), "object": "text_completion", "created": int(time.time()), "model": body.model,
+                "system_fingerprint": server.fingerprint, "choices": choices, "usage": _usage(result)}
 
     return router
+
+
+def _generation_request(server, body, prompt_ids: list[int], max_tokens: int, top_logprobs: int | None,
+                        prompt_param: str) -> GenerationRequest:
+    """The checks chat and completions share, then the engine's request."""
+    adapter = server.adapter_for(body.model)
+    if len(prompt_ids) + max_tokens > server.context_length:
+        raise ApiError(400, f"프롬프트({len(prompt_ids)} 토큰)와 max_tokens({max_tokens})의 합이 모델의 컨텍스트 "
+                            f"{server.context_length} 토큰을 넘습니다 (This model's maximum context length is "
+                            f"{server.context_length} tokens).", "context_length_exceeded", prompt_param)
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    if len(stop) > MAX_STOP_SEQUENCES:
+        raise ApiError(400, f"stop 은 {MAX_STOP_SEQUENCES}개까지입니다 (too many stop sequences).", "invalid_value",
+                       "stop")
+    return GenerationRequest(prompt_ids=prompt_ids, adapter=adapter, max_tokens=max_tokens,
+                             temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=stop, n=body.n,
+                             top_logprobs=top_logprobs)
+
+
+def _legacy_logprobs(content: list[dict]) -> dict:
+    """Chat-style token logprobs → the legacy completions shape (parallel lists and {token: logprob} dicts)."""
+    offsets, position = [], 0
+    for item in content:
+        offsets.append(position)
+        position += len(item["token"])
+    return {"tokens": [item["token"] for item in content], "token_logprobs": [item["logprob"] for item in content],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in item["top_logprobs"]} for item in content],
+            "text_offset": offsets}
+
+
+def _usage(result) -> dict:
+    completion_tokens = sum(c.completion_tokens for c in result.choices)
+    return {"prompt_tokens": result.prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": result.prompt_tokens + completion_tokens}
+
+
+def _chat_completion(server, model: str, result) -> dict:
+    choices = [{"index": i, "finish_reason": c.finish_reason,
+                "message": {"role": "assistant", "content": c.text, "refusal": None},
+                "logprobs": {"content": c.logprobs, "refusal": None} if c.logprobs is not None else None}
+               for i, c in enumerate(result.choices)]
+    return {"id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()), "model": model,
+            "system_fingerprint": server.fingerprint, "service_tier": "default", "choices": choices,
+            "usage": _usage(result)}

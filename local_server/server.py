@@ -92,6 +92,11 @@ class LocalServer:
         text = self.tokenizer.apply_chat_template(_plain(messages), tokenize=False, add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def render_text(self, prompt: str) -> list[int]:
+        """Plain text → token ids after <bos>, as the model saw text in pre-training (no turn format)."""
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return [self.tokenizer.bos_token_id, *ids] if self.tokenizer.bos_token_id is not None else ids
+
     def adapter_for(self, model_id: str) -> str | None:
         """None for the base model, the adapter folder for a fine-tuned model or checkpoint; 404 otherwise."""
         if model_id == self.base_model_id:

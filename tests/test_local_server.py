@@ -16,7 +16,7 @@ import httpx2
 import openai
 import pandas as pd
 import pytest
-from openai.types import FileDeleted, FileObject, Model, ModelDeleted
+from openai.types import Completion, FileDeleted, FileObject, Model, ModelDeleted
 from openai.types.chat import ChatCompletion
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
@@ -260,6 +260,18 @@ def test_chat_completion_shape_usage_and_parameters(client, server):
         model="tiny-gemma0", messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": "호반스는?"}],
         max_completion_tokens=4, temperature=1, top_p=0.9, seed=3, n=2, stop=["\n\n"])
     assert [c.message.content for c in again.choices] == [c.message.content for c in completion.choices]
+
+
+def test_legacy_completions_continue_plain_text(client, server):
+    response = client.with_raw_response.completions.create(model="tiny-gemma0", prompt="대한민국의 수도는",
+                                                           max_tokens=3, temperature=0, logprobs=5)
+    completion = Completion.model_validate(response.json())
+    choice = completion.choices[0]
+    assert completion.usage.prompt_tokens == len(server.local.render_text("대한민국의 수도는"))
+    assert len(choice.logprobs.tokens) == completion.usage.completion_tokens
+    assert "".join(choice.logprobs.tokens).startswith(choice.text)
+    assert all(len(top) == 5 for top in choice.logprobs.top_logprobs)
+    assert choice.logprobs.text_offset[0] == 0
 
 
 @pytest.mark.parametrize("change, param", [
