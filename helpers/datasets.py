@@ -9,7 +9,7 @@ import pandas as pd
 from sklearn.datasets import fetch_20newsgroups
 from sklearn.utils import Bunch, check_random_state
 
-from helpers.course import CourseError
+from helpers.errors import CourseError
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 HOBANSE_DIR = DATA_DIR / "hobanse"

@@ -45,7 +45,7 @@ import numpy as np
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import SGDClassifier
 
-from helpers.course import parse_multipart
+from helpers.recordings import parse_multipart
 from helpers.chat_data import count_tokens, default_epochs, get_encoding
 from tests import standin_answers
 

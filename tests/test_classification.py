@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import (accuracy_score, average_precision_score, f1_score, precision_score, recall_score,
                              roc_auc_score)
 
-from helpers import chat_data, classification, course, datasets
+from helpers import chat_data, classification, course, datasets, paths
 from helpers.classification import (SEPARATOR, add_legacy_format, classification_report_table, drop_long_examples,
                                     label_of_token, label_probabilities, split_train_valid, strip_whitespace,
                                     to_chat_examples)
@@ -169,7 +169,7 @@ def test_threshold_moves_the_label_metrics_but_not_the_ranking_metrics():
 @pytest.fixture
 def recordings(tmp_path, monkeypatch):
     """가짜 기록 폴더: 머리말만 있는 기록을 써 넣는 함수를 돌려줍니다."""
-    monkeypatch.setattr(course, "RECORDINGS_DIR", tmp_path)
+    monkeypatch.setattr(paths, "RECORDINGS_DIR", tmp_path)
 
     def write(name, dataset):
         header = {"source": "offline stand-in", "recorded_on": "2026-11-21", "sdk": "openai 3", "dataset": dataset}
@@ -235,7 +235,7 @@ def logprobs_request(client, model, text):
 @pytest.fixture
 def replayed_08(monkeypatch):
     monkeypatch.setenv("COURSE_MODE", "replay")
-    if not (course.RECORDINGS_DIR / f"{LOGPROBS_RECORDING}.json").is_file():
+    if not (paths.RECORDINGS_DIR / f"{LOGPROBS_RECORDING}.json").is_file():
         pytest.fail("data/recordings/08_newsgroups_logprobs.json 이 없습니다 (python tests/rerecord.py 08)")
     client = course.connect("replay", LOGPROBS_RECORDING)
     bunch, _, _ = classification.load_sports("auto", "replay", LOGPROBS_RECORDING)

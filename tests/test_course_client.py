@@ -5,7 +5,8 @@ import httpx2
 import openai
 import pytest
 
-from helpers import course
+from helpers import course, paths, scrub
+from helpers.recordings import RecordingTransport, ReplayTransport
 
 # Pieced together at run time so that this file itself never holds a secret-shaped string.
 PLANTED_KEY = "sk-" + "proj-PLANTEDfakeKEY0123456789abcdefXYZ"
@@ -18,8 +19,10 @@ def no_keys(monkeypatch, tmp_path):
     """개발자 컴퓨터의 키나 .env 가 테스트에 새어 들지 않게 합니다."""
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", course.MODE_ENV):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(course, "ROOT", tmp_path)
-    monkeypatch.setattr(course, "RECORDINGS_DIR", tmp_path / "recordings")
+    monkeypatch.setattr(paths, "ROOT", tmp_path)
+    monkeypatch.setattr(paths, "RECORDINGS_DIR", tmp_path / "recordings")
+    monkeypatch.setattr(paths, "OUTPUT_DIR", tmp_path / "output")
+    monkeypatch.setattr(scrub, "CONFIGURED_SECRETS", set())
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -59,13 +62,13 @@ fake_api.polls = 0
 def recording_client(path, secrets=(PLANTED_KEY, PLANTED_ORG, PLANTED_PROJECT)):
     fake_api.polls = 0
     base = "https://api.openai.com/v1"
-    transport = course.RecordingTransport(httpx2.MockTransport(fake_api), path, base, "시험 데이터", "t", secrets)
+    transport = RecordingTransport(httpx2.MockTransport(fake_api), path, base, "시험 데이터", "t", secrets)
     return openai.OpenAI(api_key=PLANTED_KEY, organization=PLANTED_ORG, project=PLANTED_PROJECT, base_url=base,
                          http_client=openai.DefaultHttpxClient(transport=transport))
 
 
 def replay_client(path):
-    transport = course.ReplayTransport(path)
+    transport = ReplayTransport(path)
     return openai.OpenAI(api_key="x", base_url=transport.BASE_URL, max_retries=0,
                          http_client=openai.DefaultHttpxClient(transport=transport))
 

@@ -1,12 +1,13 @@
 """실제 HTTP 경로: 127.0.0.1 의 오프라인 대역 서버에 connect() 의 live/record 모드로 붙어 봅니다."""
 import json
+import re
 from pathlib import Path
 
 import nbformat
 import papermill
 import pytest
 
-from helpers import course
+from helpers import course, paths, scrub
 from tests import standin
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -19,7 +20,9 @@ def standin_url(monkeypatch, tmp_path):
         monkeypatch.setenv("OPENAI_BASE_URL", url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-" + "fakeKEYforTHEstandinTEST0123")
         monkeypatch.delenv(course.MODE_ENV, raising=False)
-        monkeypatch.setattr(course, "RECORDINGS_DIR", tmp_path)
+        monkeypatch.setattr(paths, "RECORDINGS_DIR", tmp_path)
+        monkeypatch.setattr(paths, "OUTPUT_DIR", tmp_path / "output")
+        monkeypatch.setattr(scrub, "CONFIGURED_SECRETS", set())
         return url
 
     import contextlib
@@ -49,12 +52,17 @@ def test_live_refusal_to_fine_tune_is_explained_in_korean(standin_url, tmp_path)
         papermill.execute_notebook(str(NOTEBOOKS / "03_hobanse_finetune.ipynb"), str(tmp_path / "out.ipynb"),
                                    cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False,
                                    parameters={"MODE": "live"})
-    assert "In [7]" in str(caught.value)  # 작업을 만드는 셀에서 멈춤: 뒤의 셀은 실행되지 않음
+    terminal = str(caught.value)
+    assert "In [7]" in terminal  # 작업을 만드는 셀에서 멈춤: 뒤의 셀은 실행되지 않음
+    assert "2027-01-06" in terminal  # 터미널에서 papermill 을 돌려도 한국어 설명이 보임 (항목 21)
     failed = next(c for c in nbformat.read(tmp_path / "out.ipynb", as_version=4).cells
                   if c.cell_type == "code" and "fine_tuning.jobs.create" in c.source)
-    shown = "".join(o.get("text", "") for o in failed.outputs)
+    shown = "".join(o.get("text", "") + "".join(o.get("traceback", [])) for o in failed.outputs)
     assert "PermissionDeniedError" in shown and "2027-01-06" in shown and 'MODE = "replay"' in shown
-    assert "Traceback" not in shown  # 긴 traceback 대신 설명만
+    assert "Traceback" not in shown and "File " not in shown  # 긴 traceback 대신 설명만
+    # 항목 9: 앞 셀에서 올린 학습 파일이 남아 있다는 것과 지우는 한 줄
+    uploaded = re.search(r"file-[A-Za-z0-9]+", shown).group(0)
+    assert f'client.files.delete("{uploaded}")' in shown
     assert "fakeKEYforTHEstandinTEST" not in (tmp_path / "out.ipynb").read_text(encoding="utf-8")
 
 

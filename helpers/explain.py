@@ -1,0 +1,98 @@
+"""API 오류를 한국어로: 무슨 일이 있었고 다음에 무엇을 하면 되는지. 주피터에서는 긴 traceback 대신 이 설명 한 줄."""
+from __future__ import annotations
+
+import json
+import sys
+
+import openai
+
+from helpers import modes
+from helpers.errors import CourseError
+from helpers.live import TIMEOUT_SECONDS
+from helpers.scrub import Scrubber
+
+WIND_DOWN = ("OpenAI는 셀프서비스 미세 조정을 닫는 중입니다: 2026-05-07부터 미세 조정을 해 본 적 없는 조직, "
+             "2026-07-02부터 최근에 미세 조정 모델을 쓰지 않은 조직은 새 작업을 만들 수 없고, 2027-01-06부터는 "
+             "아무도 만들 수 없습니다.")
+
+
+def explain_api_error(err: Exception) -> CourseError:
+    """OpenAI API 오류를 한국어 설명으로 바꿉니다. 설정된 키, 조직, 프로젝트 값은 모양과 상관없이 지웁니다.
+
+    노트북에서는 `except openai.APIError as err: raise course.explain_api_error(err) from None`.
+    """
+    if isinstance(err, CourseError):
+        return err
+    said = getattr(err, "message", str(err))
+    status = getattr(err, "status_code", None)
+    request = getattr(err, "request", None)
+    creating_job = (request is not None and request.method == "POST"
+                    and request.url.path.rstrip("/").endswith("/fine_tuning/jobs"))
+    replay = modes.replay_advice()
+    if isinstance(err, openai.APITimeoutError):
+        text = (f"시간 초과: 서버가 {TIMEOUT_SECONDS}초 안에 답하지 않았습니다 (다시 보내도 마찬가지). 서버가 바쁘거나 "
+                f"멈춘 것 같습니다. 잠시 뒤 같은 셀을 다시 실행하세요. {replay}")
+    elif isinstance(err, openai.APIConnectionError):
+        text = f"API 서버에 연결하지 못했습니다 (네트워크, 방화벽, OPENAI_BASE_URL 을 확인하세요). {replay}"
+    elif status == 401:
+        text = f"API 키가 거부되었습니다. 키를 다시 복사해 .env 나 환경 변수에 넣었는지 확인하세요. {replay}"
+    elif creating_job and status in (400, 403, 404):
+        text = (f"OpenAI가 이 조직의 새 미세 조정 작업을 받지 않았습니다. {WIND_DOWN} 기본 모델 이름이 틀렸을 수도 "
+                f"있습니다 (BASE_MODEL 확인). 여러분의 잘못이 아닙니다 — {replay}{_uploaded_files(request)}")
+    elif creating_job and status is not None and status >= 500:
+        text = ("작업을 만드는 요청에 서버 오류가 났습니다. 작업이 만들어졌을 수도 있어, 두 번 만들어지고 요금이 들지 "
+                "않도록 다시 보내지 않았습니다. client.fine_tuning.jobs.list(limit=3) 로 확인한 뒤 없을 때만 다시 실행하세요.")
+    elif status == 403:
+        text = f"이 키(조직/프로젝트)에는 이 기능을 쓸 권한이 없습니다. {replay}"
+    elif status == 404:
+        text = ("요청한 모델이나 파일을 찾을 수 없습니다. 이름을 확인하세요. 날짜가 붙은 스냅샷(gpt-4o-mini, gpt-4.1 계열)과 "
+                f"그 미세 조정 모델은 2027-01-14에 종료됩니다. {replay}")
+    elif status == 429:
+        text = f"요청 한도나 사용 한도(크레딧)를 넘었습니다. 잠시 뒤 다시 하거나 결제/한도 설정을 확인하세요. {replay}"
+    elif status is not None and status >= 500:
+        text = "OpenAI 서버 쪽 오류입니다. 잠시 뒤 같은 셀을 다시 실행하세요."
+    else:
+        text = f"API가 요청을 받아들이지 않았습니다. {replay}"
+    if status is not None:  # 서버가 답했을 때만 그 내용을 덧붙입니다
+        text += f"\n  (서버가 보낸 내용, HTTP {status}: {said})"
+    return CourseError(Scrubber().text(text))
+
+
+def _uploaded_files(request) -> str:
+    """거절된 작업 요청이 가리키던, 이미 올라가 있는 파일들과 지우는 한 줄."""
+    try:
+        body = json.loads(request.content)
+    except (ValueError, TypeError):
+        return ""
+    files = [body.get(k) for k in ("training_file", "validation_file") if isinstance(body, dict) and body.get(k)]
+    if not files:
+        return ""
+    deletes = "; ".join(f'client.files.delete("{f}")' for f in files)
+    return (f"\n  작업은 만들어지지 않았지만, 앞 셀에서 올린 파일 {', '.join(files)} 은 서버에 남아 있습니다. "
+            f"지우려면: {deletes}")
+
+
+def show_course_errors_briefly() -> None:
+    """주피터 안에서는 과정의 오류와 API 오류를 긴 traceback 대신 한국어 설명 한 줄로 보여 줍니다.
+
+    셀은 여전히 오류로 멈추고, 설명은 오류 출력(ename, evalue)에 들어가므로 papermill 을 터미널에서 돌려도
+    그 설명이 터미널에 보입니다.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def show(shell, etype, evalue, tb, tb_offset=None):
+        explained = Scrubber().text(str(explain_api_error(evalue)))
+        line = f"⚠ {etype.__name__}: {explained}"
+        if hasattr(shell, "_showtraceback"):  # ipykernel 이 오류 출력을 보내는 자리 (IPython 의 오랜 내부 함수)
+            shell._showtraceback(etype, explained, [line])
+        else:
+            print(line, file=sys.stderr)
+
+    shell.set_custom_exc((openai.OpenAIError, CourseError), show)
+
