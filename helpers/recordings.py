@@ -179,7 +179,7 @@ class RecordingFile:
             f.write(chunk.encode("utf-8") + self.TAIL)
         self.count += 1
         if succeeded and self.target == self.draft:
-            if self.path.exists():
+            if self.path.is_file():
                 os.replace(self.path, self.previous)
             os.replace(self.draft, self.path)
             self.target = self.path
