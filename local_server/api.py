@@ -253,9 +253,6 @@ def _jobs(server) -> APIRouter:
         seed = body.seed if body.seed is not None else secrets.randbelow(2_147_483_647)
         job = store.add_job(model=body.model, training_file=body.training_file, validation_file=body.validation_file,
                             suffix=body.suffix, seed=seed, hyperparameters=requested, metadata=body.metadata)
-        store.add_event(job["id"], f"Created fine-tuning job: {job['id']}")
-        files = body.training_file + (f" and validation file: {body.validation_file}" if body.validation_file else "")
-        store.add_event(job["id"], f"Validating training file: {files}")
         return job_object(job)
 
     @router.get("/fine_tuning/jobs")
@@ -272,9 +269,8 @@ def _jobs(server) -> APIRouter:
         if job["status"] in FINAL_STATUSES:
             raise ApiError(400, f"작업이 이미 {job['status']} 상태라 취소할 수 없습니다 "
                                 f"(Job has already {job['status']}).", "invalid_state", "fine_tuning_job_id")
-        if store.update_job(job_id, ("validating_files", "queued", "running"), status="cancelled",
-                            finished_at=int(time.time()), estimated_finish=None):
-            store.add_event(job_id, "Fine-tuning job cancelled")
+        store.update_job(job_id, ("validating_files", "queued", "running"), status="cancelled",
+                         finished_at=int(time.time()), estimated_finish=None, event="Fine-tuning job cancelled")
         return job_object(existing(job_id))
 
     @router.get("/fine_tuning/jobs/{job_id}/events")

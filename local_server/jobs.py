@@ -57,8 +57,8 @@ class Scheduler(threading.Thread):
             message = ("서버가 학습 도중 멈춰서 이 작업은 실패로 처리되었습니다. 같은 작업을 다시 만드세요 "
                        "(the server stopped while this job was running).")
             self.store.update_job(job["id"], status="failed", finished_at=now(), estimated_finish=None,
-                                  error={"code": "server_restarted", "message": message, "param": None})
-            self.store.add_event(job["id"], message, level="error")
+                                  error={"code": "server_restarted", "message": message, "param": None},
+                                  event=message, level="error")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -93,13 +93,12 @@ class Scheduler(threading.Thread):
         except ValueError as err:
             self._fail(job["id"], "invalid_training_file", str(err), "training_file", ("validating_files",))
             return
-        if self.store.update_job(job["id"], ("validating_files",), status="queued", hyperparameters=resolved):
-            self.store.add_event(job["id"], "Files validated, moving job to queued state")
+        self.store.update_job(job["id"], ("validating_files",), status="queued", hyperparameters=resolved,
+                              event="Files validated, moving job to queued state")
 
     def _start(self, job: dict) -> None:
-        if not self.store.update_job(job["id"], ("queued",), status="running"):
+        if not self.store.update_job(job["id"], ("queued",), status="running", event="Fine-tuning job started"):
             return
-        self.store.add_event(job["id"], "Fine-tuning job started")
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks copied
         self.worker = context.Process(target=run_job, name=f"train-{job['id']}", daemon=True,
                                       args=(str(self.store.data_dir), job["id"], self.base_model_id,
@@ -125,9 +124,8 @@ class Scheduler(threading.Thread):
 
     def _fail(self, job_id: str, code: str, message: str, param: str | None, states: tuple[str, ...]) -> None:
         error = {"code": code, "message": message, "param": param}
-        if self.store.update_job(job_id, states, status="failed", error=error, finished_at=now(),
-                                 estimated_finish=None):
-            self.store.add_event(job_id, message, level="error")
+        self.store.update_job(job_id, states, status="failed", error=error, finished_at=now(), estimated_finish=None,
+                              event=message, level="error")
 
 
 class _JobSink:
@@ -188,13 +186,10 @@ def run_job(data_dir: str, job_id: str, base_model_id: str, model_source: str, d
         outcome = train(spec, _JobSink(store, job, model_id))
         if outcome.stopped:
             return
-        if store.finish_job(job_id, model_id, outcome.final_adapter, result_csv(outcome.rows), outcome.trained_tokens):
-            store.add_event(job_id, f"New fine-tuned model created: {model_id}")
-            store.add_event(job_id, "The job has successfully completed")
+        store.finish_job(job_id, model_id, outcome.final_adapter, result_csv(outcome.rows), outcome.trained_tokens)
     except Exception as err:  # any failure ends the job as failed with a message, never half-done
         traceback.print_exc()
         message = str(err) if isinstance(err, ValueError) else f"학습 중 오류가 났습니다: {type(err).__name__}: {err}"
         error = {"code": "training_error", "message": message, "param": None}
-        if store.update_job(job_id, ("running",), status="failed", error=error, finished_at=now(),
-                            estimated_finish=None):
-            store.add_event(job_id, message, level="error")
+        store.update_job(job_id, ("running",), status="failed", error=error, finished_at=now(), estimated_finish=None,
+                         event=message, level="error")

@@ -66,8 +66,7 @@ class Store:
             folder.mkdir(parents=True, exist_ok=True)
         self.db_path = self.data_dir / "state.sqlite3"
         self._local = threading.local()
-        with self.transaction() as db:
-            db.executescript(SCHEMA)
+        self.db.executescript(SCHEMA)  # executescript commits by itself
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -122,6 +121,10 @@ class Store:
                 (job_id, seq, now(), fields["model"], fields["training_file"], fields.get("validation_file"),
                  fields.get("suffix"), fields["seed"], json.dumps(fields["hyperparameters"]),
                  json.dumps(fields.get("metadata")) if fields.get("metadata") is not None else None))
+            _insert_event(db, job_id, f"Created fine-tuning job: {job_id}")
+            files = fields["training_file"] + (f" and validation file: {fields['validation_file']}"
+                                               if fields.get("validation_file") else "")
+            _insert_event(db, job_id, f"Validating training file: {files}")
         return self.job(job_id)
 
     def job(self, job_id: str) -> dict | None:
@@ -141,8 +144,12 @@ class Store:
         rows = self.db.execute(f"SELECT id FROM jobs WHERE status IN ({marks}) ORDER BY seq", statuses)
         return [self.job(r["id"]) for r in rows]
 
-    def update_job(self, job_id: str, only_if_status: tuple[str, ...] = (), **fields) -> bool:
-        """Set fields; with `only_if_status`, only while the job is in one of those states. True if changed."""
+    def update_job(self, job_id: str, only_if_status: tuple[str, ...] = (), event: str | None = None,
+                   level: str = "info", **fields) -> bool:
+        """Set fields; with `only_if_status`, only while the job is in one of those states. True if changed.
+
+        An `event` is added in the same transaction, so whoever sees the new status also sees why.
+        """
         encoded = {k: json.dumps(v) if k in ("hyperparameters", "error", "result_files") and v is not None else v
                    for k, v in fields.items()}
         sets = ", ".join(f"{k} = ?" for k in encoded)
@@ -151,16 +158,16 @@ class Store:
             query += f" AND status IN ({', '.join('?' * len(only_if_status))})"
             args += list(only_if_status)
         with self.transaction() as db:
-            return db.execute(query, args).rowcount == 1
+            changed = db.execute(query, args).rowcount == 1
+            if changed and event:
+                _insert_event(db, job_id, event, level)
+        return changed
 
     # ------------------------------------------------------------------ events
     def add_event(self, job_id: str, message: str, level: str = "info", type: str = "message",
                   data: dict | None = None) -> None:
         with self.transaction() as db:
-            db.execute("INSERT INTO events (id, job_id, created_at, level, message, type, data)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (new_id("ftevent-"), job_id, now(), level, message, type,
-                        json.dumps(data) if data is not None else None))
+            _insert_event(db, job_id, message, level, type, data)
 
     def events(self, job_id: str) -> list[dict]:
         """Newest first, as the API lists them."""
@@ -181,7 +188,7 @@ class Store:
         return [{**dict(r), "metrics": json.loads(r["metrics"])} for r in rows]
 
     def finish_job(self, job_id: str, model_id: str, adapter_path: Path, result: bytes, trained_tokens: int) -> bool:
-        """Mark a running job succeeded with its model and result file, all in one transaction."""
+        """Mark a running job succeeded with its model, result file and closing events, all in one transaction."""
         result_id = new_id("file-")
         write_atomically(self.files_dir / result_id, result)
         with self.transaction() as db:
@@ -195,6 +202,9 @@ class Store:
                            (result_id, len(result), now(), result_id, seq))
                 db.execute("INSERT INTO models VALUES (?, ?, ?, 'fine-tuned', ?)",
                            (model_id, now(), job_id, str(adapter_path)))
+                # in the same transaction: whoever sees "succeeded" also sees the closing events
+                _insert_event(db, job_id, f"New fine-tuned model created: {model_id}")
+                _insert_event(db, job_id, "The job has successfully completed")
         if not changed:  # cancelled meanwhile: the result file is not referenced by anything
             (self.files_dir / result_id).unlink(missing_ok=True)
         return changed
@@ -209,6 +219,12 @@ class Store:
     def delete_model(self, model_id: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM models WHERE id = ?", (model_id,))
+
+
+def _insert_event(db: sqlite3.Connection, job_id: str, message: str, level: str = "info", type: str = "message",
+                  data: dict | None = None) -> None:
+    db.execute("INSERT INTO events (id, job_id, created_at, level, message, type, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+               (new_id("ftevent-"), job_id, now(), level, message, type, json.dumps(data) if data is not None else None))
 
 
 class _Transaction:

@@ -55,22 +55,20 @@ def hobanse_jsonl(tmp_path, name="train.jsonl", examples=None):
 def test_files_create_list_retrieve_content_delete(client, tmp_path):
     path = hobanse_jsonl(tmp_path)
     first, second = upload(client, path), upload(client, path)
-    with client.with_raw_response as raw_client:
-        created = raw_client.files.retrieve(first.id)
-    FileObject.model_validate(created.json())
+    FileObject.model_validate(client.with_raw_response.files.retrieve(first.id).http_response.json())
     assert (first.filename, first.bytes, first.purpose, first.status) == ("train.jsonl", path.stat().st_size,
                                                                           "fine-tune", "processed")
 
     page = client.files.list(purpose="fine-tune", limit=1)
     assert [f.id for f in page.data] == [second.id] and page.has_more
-    listed = client.with_raw_response.files.list(purpose="fine-tune").json()
+    listed = client.with_raw_response.files.list(purpose="fine-tune").http_response.json()
     assert listed["first_id"] == second.id and listed["last_id"] is not None and not listed["has_more"]
-    assert [f.id for f in client.files.list(purpose="fine-tune", after=second.id, limit=1)] == [first.id]
+    assert [f.id for f in client.files.list(purpose="fine-tune", after=second.id, limit=1).data] == [first.id]
     assert client.files.list(purpose="fine-tune-results").data == [] or all(
         f.purpose == "fine-tune-results" for f in client.files.list(purpose="fine-tune-results"))
 
     assert client.files.content(first.id).read() == path.read_bytes()
-    deleted = client.with_raw_response.files.delete(first.id).json()
+    deleted = client.with_raw_response.files.delete(first.id).http_response.json()
     FileDeleted.model_validate(deleted)
     assert deleted == {"id": first.id, "object": "file", "deleted": True}
     with pytest.raises(openai.NotFoundError):
@@ -121,19 +119,19 @@ def test_job_lifecycle_events_checkpoints_result_file_and_models(client, tmp_pat
     created = client.with_raw_response.fine_tuning.jobs.create(
         model="tiny-gemma0", training_file=train.id, validation_file=valid.id, suffix="hobanse", seed=7,
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 4}}})
-    job = FineTuningJob.model_validate(created.json())
+    job = FineTuningJob.model_validate(created.http_response.json())
     assert job.status == "validating_files" and job.hyperparameters.n_epochs == 2
     assert job.hyperparameters.learning_rate_multiplier == "auto"
 
     job = wait_for(client, job.id, ("succeeded", "failed", "cancelled"))
     assert job.status == "succeeded", job.error
-    FineTuningJob.model_validate(client.with_raw_response.fine_tuning.jobs.retrieve(job.id).json())
+    FineTuningJob.model_validate(client.with_raw_response.fine_tuning.jobs.retrieve(job.id).http_response.json())
     assert job.fine_tuned_model.startswith("ft:tiny-gemma0:local:hobanse:")
     assert job.hyperparameters.model_dump() == {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0}
     assert job.seed == 7 and job.trained_tokens > 0 and job.finished_at >= job.created_at
     total_steps = 2 * 4  # 15 examples in batches of 4, two epochs
 
-    events = client.with_raw_response.fine_tuning.jobs.list_events(job.id, limit=100).json()["data"]
+    events = client.with_raw_response.fine_tuning.jobs.list_events(job.id, limit=100).http_response.json()["data"]
     for event in events:
         FineTuningJobEvent.model_validate(event)
     assert [e["created_at"] for e in events] == sorted((e["created_at"] for e in events), reverse=True)
@@ -145,7 +143,7 @@ def test_job_lifecycle_events_checkpoints_result_file_and_models(client, tmp_pat
     assert {"step", "total_steps", "train_loss", "train_mean_token_accuracy"} <= set(metrics[0]["data"])
     assert {"valid_loss", "valid_mean_token_accuracy"} <= set(metrics[-1]["data"])
 
-    checkpoints = client.with_raw_response.fine_tuning.jobs.checkpoints.list(job.id).json()
+    checkpoints = client.with_raw_response.fine_tuning.jobs.checkpoints.list(job.id).http_response.json()
     for checkpoint in checkpoints["data"]:
         FineTuningJobCheckpoint.model_validate(checkpoint)
     assert [c["step_number"] for c in checkpoints["data"]] == [8, 4]  # one per epoch, newest first
@@ -158,7 +156,7 @@ def test_job_lifecycle_events_checkpoints_result_file_and_models(client, tmp_pat
     assert results["train_loss"].tolist() == pytest.approx([e["data"]["train_loss"] for e in metrics])
     assert client.files.retrieve(job.result_files[0]).purpose == "fine-tune-results"
 
-    models = client.with_raw_response.models.list().json()["data"]
+    models = client.with_raw_response.models.list().http_response.json()["data"]
     for model in models:
         Model.model_validate(model)
     ids = [m["id"] for m in models]
@@ -168,10 +166,10 @@ def test_job_lifecycle_events_checkpoints_result_file_and_models(client, tmp_pat
         answer = client.with_raw_response.chat.completions.create(
             model=model, messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": "호반스 코트의 크기는?"}],
             max_tokens=5, temperature=0, logprobs=True, top_logprobs=3)
-        completion = ChatCompletion.model_validate(answer.json())
+        completion = ChatCompletion.model_validate(answer.http_response.json())
         assert completion.model == model and len(completion.choices[0].logprobs.content[0].top_logprobs) == 3
 
-    deleted = client.with_raw_response.models.delete(job.fine_tuned_model).json()
+    deleted = client.with_raw_response.models.delete(job.fine_tuned_model).http_response.json()
     ModelDeleted.model_validate(deleted)
     assert deleted["deleted"] is True
     with pytest.raises(openai.NotFoundError) as caught:
@@ -204,7 +202,7 @@ def test_jobs_wait_queued_and_cancel_stops_training(client, tmp_path):
 
     listed = client.fine_tuning.jobs.list(limit=1)
     assert [j.id for j in listed.data] == [next_job.id] and listed.has_more
-    assert [j.id for j in client.fine_tuning.jobs.list(after=next_job.id, limit=1)] == [long_job.id]
+    assert [j.id for j in client.fine_tuning.jobs.list(after=next_job.id, limit=1).data] == [long_job.id]
 
 
 @pytest.mark.parametrize("change, status, code", [
@@ -251,7 +249,7 @@ def test_chat_completion_shape_usage_and_parameters(client, server):
     response = client.with_raw_response.chat.completions.create(
         model="tiny-gemma0", messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": "호반스는?"}],
         max_completion_tokens=4, temperature=1, top_p=0.9, seed=3, n=2, stop=["\n\n"])
-    completion = ChatCompletion.model_validate(response.json())
+    completion = ChatCompletion.model_validate(response.http_response.json())
     assert len(completion.choices) == 2 and completion.choices[0].finish_reason in ("stop", "length")
     prompt = server.local.render_chat([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "호반스는?"}])
     assert completion.usage.prompt_tokens == len(prompt)
@@ -265,7 +263,7 @@ def test_chat_completion_shape_usage_and_parameters(client, server):
 def test_legacy_completions_continue_plain_text(client, server):
     response = client.with_raw_response.completions.create(model="tiny-gemma0", prompt="대한민국의 수도는",
                                                            max_tokens=3, temperature=0, logprobs=5)
-    completion = Completion.model_validate(response.json())
+    completion = Completion.model_validate(response.http_response.json())
     choice = completion.choices[0]
     assert completion.usage.prompt_tokens == len(server.local.render_text("대한민국의 수도는"))
     assert len(choice.logprobs.tokens) == completion.usage.completion_tokens
