@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 sys.path.insert(0, str(ROOT))
 
+from helpers import paths  # noqa: E402
 from tests import standin  # noqa: E402
 
 # 노트북 번호 → 먼저 돌려 둘 노트북 번호 (그 노트북이 만든 미세 조정 모델을 씀)
@@ -66,8 +67,8 @@ def main(prefixes: list[str]) -> None:
     live = bool(os.environ.get("OPENAI_API_KEY"))
     print("기록 출처:", "실제 OpenAI API (또는 OPENAI_BASE_URL 의 서버)" if live else "오프라인 대역 (tests/standin.py)")
     no_waiting = {} if live else {"POLL_SECONDS": 0}  # 대역의 작업은 묻는 대로 진행하므로 기다릴 필요가 없음
-    scratch = ROOT / "scratch"
-    scratch.mkdir(exist_ok=True)
+    scratch = paths.OUTPUT_DIR / "rerecord"  # 버리는 실행 출력도 실습 파일과 같은 한 곳(output/, 커밋하지 않음)에
+    scratch.mkdir(parents=True, exist_ok=True)
     for notebook in notebooks:
         print("기록:", notebook.name)
         with contextlib.ExitStack() as stack:

@@ -1,6 +1,5 @@
 """새 학습자의 처음 10분 (이슈 10의 18~23): 짧은 오류, 저장소 최상위에서 열리는 JupyterLab, ZIP 으로 받은 폴더,
 터미널까지 가는 설명, 한 곳에 모이는 실습 파일, 끝까지 읽히는 표."""
-import json
 import re
 import shlex
 import shutil
@@ -146,7 +145,3 @@ def test_the_progress_bar_leaves_no_stray_frames_in_the_stored_notebook():
     streams = [o.text for o in stored_outputs("08_newsgroups_logprobs.ipynb") if o.output_type == "stream"]
     assert not any("\r" in text or " 0%|" in text for text in streams)
 
-
-def test_recordings_header_keeps_its_readable_shape():
-    for path in paths.RECORDINGS_DIR.glob("*.json"):
-        assert json.loads(path.read_text(encoding="utf-8"))["header"]["source"]
