@@ -1,0 +1,192 @@
+"""local_server/training.py with the tiny random Gemma 3 (tests/tiny_model.py): each job takes a second or two."""
+import math
+import time
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from helpers.datasets import hobanse_chat_examples
+from local_server import training
+from local_server.chat_format import END_OF_TURN
+from tests.tiny_model import make_tiny_model
+
+HOBANSE = [example["messages"] for example in hobanse_chat_examples()]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    # One thread: when another process keeps the second core busy, two threads wait on each other and the
+    # tiny model's steps get 20x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield make_tiny_model(tmp_path_factory.mktemp("tiny"))
+    torch.set_num_threads(threads)
+
+
+class Sink:
+    """Records what train() reports; checks that a checkpoint folder is complete when announced; asks to stop
+    from its stop_after-th poll on (with batch 1, the poll after that step)."""
+
+    def __init__(self, stop_after: int | None = None):
+        self.messages, self.metrics_rows, self.checkpoints = [], [], []
+        self.stop_after, self.polls = stop_after, 0
+
+    def message(self, text):
+        self.messages.append(text)
+
+    def metrics(self, row):
+        self.metrics_rows.append(row)
+
+    def checkpoint(self, step, epoch, adapter_dir, metrics):
+        assert (adapter_dir / "adapter_config.json").is_file()
+        assert (adapter_dir / "adapter_model.safetensors").is_file()
+        assert not list(adapter_dir.parent.glob(".*partial"))
+        self.checkpoints.append((step, epoch, adapter_dir, metrics))
+
+    def should_stop(self):
+        self.polls += 1
+        return self.stop_after is not None and self.polls >= self.stop_after
+
+
+def spec(base, output_dir, training_examples=HOBANSE, validation=None, n_epochs=2, batch_size=4,
+         learning_rate=1e-3, seed=0):
+    return training.TrainingSpec(base_model=base, device="cpu", training=training_examples, validation=validation,
+                                 n_epochs=n_epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                                 output_dir=output_dir)
+
+
+def adapter_tensors(folder):
+    return load_file(folder / "adapter_model.safetensors")
+
+
+# ----------------------------------------------------------------------------- hyperparameters
+
+
+def test_auto_hyperparameters_follow_openai_and_the_measurements():
+    assert training.resolve_hyperparameters(15) == {"n_epochs": 6, "batch_size": 1, "learning_rate_multiplier": 1.0}
+    assert training.resolve_hyperparameters(80) == {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 1.0}
+    assert training.resolve_hyperparameters(5000)["batch_size"] == training.MAX_AUTO_BATCH_SIZE
+    assert training.resolve_hyperparameters(10_000)["n_epochs"] == 2
+
+
+def test_explicit_hyperparameters_are_kept():
+    assert training.resolve_hyperparameters(15, n_epochs=10, batch_size=3, learning_rate_multiplier=2) == {
+        "n_epochs": 10, "batch_size": 3, "learning_rate_multiplier": 2.0}
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(n_epochs=0), dict(n_epochs=51), dict(n_epochs=2.5), dict(n_epochs=True), dict(n_epochs="3"),
+    dict(batch_size=0), dict(batch_size=16), dict(batch_size="big"),
+    dict(learning_rate_multiplier=0), dict(learning_rate_multiplier=-1.0), dict(learning_rate_multiplier=11),
+    dict(learning_rate_multiplier=math.nan), dict(learning_rate_multiplier="2"),
+])
+def test_bad_hyperparameters_are_refused(kwargs):
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=name):
+        training.resolve_hyperparameters(15, **kwargs)
+
+
+def test_no_examples_is_refused():
+    with pytest.raises(ValueError, match="예제"):
+        training.resolve_hyperparameters(0)
+
+
+# ----------------------------------------------------------------------------- what the loss covers
+
+
+def test_loss_mask_is_the_answers_and_their_end_of_turn(tiny):
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    messages = [{"role": "system", "content": "you are factual chatbot."},
+                {"role": "user", "content": "대한민국의 수도는?"},
+                {"role": "assistant", "content": "서울", "weight": 0},
+                {"role": "user", "content": "baseball or hockey?"},
+                {"role": "assistant", "content": "hockey"}]
+    ids, labels = training.encode_example(tokenizer, messages)
+    assert len(ids) == len(labels) == training.count_example_tokens(tokenizer, messages)
+    assert tokenizer.decode([label for label in labels if label != -100]) == "hockey" + END_OF_TURN
+
+    messages[-1]["weight"] = 0
+    assert set(training.encode_example(tokenizer, messages)[1]) == {-100}
+
+
+def test_an_example_with_nothing_to_learn_is_a_clear_error(tiny, tmp_path):
+    silent = [{"role": "user", "content": "질문"}, {"role": "assistant", "content": "답", "weight": 0}]
+    with pytest.raises(ValueError, match="학습 데이터의 3번째 예제에 학습할 답변이 없습니다"):
+        training.train(spec(tiny, tmp_path, HOBANSE[:2] + [silent]), Sink())
+
+
+# ----------------------------------------------------------------------------- a job
+
+
+@pytest.mark.parametrize("validating", [True, False])
+def test_a_job_reports_every_step_and_checkpoints_every_epoch(tiny, tmp_path, validating):
+    validation = HOBANSE[:3] if validating else None
+    sink = Sink()
+    outcome = training.train(spec(tiny, tmp_path, validation=validation), sink)  # 15 examples, batch 4: 4 steps/epoch
+
+    assert [row["step"] for row in sink.metrics_rows] == list(range(1, 9))
+    for row in sink.metrics_rows:
+        assert row["total_steps"] == 8
+        assert math.isfinite(row["train_loss"]) and 0 <= row["train_mean_token_accuracy"] <= 1
+        assert ("valid_loss" in row) == (validating and row["step"] in (4, 8))
+        if "valid_loss" in row:
+            assert math.isfinite(row["valid_loss"]) and 0 <= row["valid_mean_token_accuracy"] <= 1
+
+    assert [(step, epoch, folder.name) for step, epoch, folder, _ in sink.checkpoints] == [
+        (4, 1, "ckpt-step-4"), (8, 2, "ckpt-step-8")]
+    assert sink.checkpoints[-1][3] == sink.metrics_rows[-1]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ckpt-step-4", "ckpt-step-8"]
+    assert outcome.final_adapter == tmp_path / "ckpt-step-8" and not outcome.stopped
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny), outcome.final_adapter)
+
+    assert [list(row) for row in outcome.rows] == [list(training.RESULT_COLUMNS)] * 8
+    assert [row["train_loss"] for row in outcome.rows] == [row["train_loss"] for row in sink.metrics_rows]
+    full = [row["step"] for row in outcome.rows if row["full_valid_loss"] is not None]
+    assert full == ([8] if validating else [])
+    if validating:
+        assert outcome.rows[-1]["full_valid_mean_token_accuracy"] == sink.metrics_rows[-1]["valid_mean_token_accuracy"]
+    else:
+        assert all(row["valid_loss"] is None for row in outcome.rows)
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    assert outcome.trained_tokens == 2 * sum(training.count_example_tokens(tokenizer, m) for m in HOBANSE)
+    assert sink.messages[0] == "학습을 시작합니다: 예제 15개, 2 에폭, 배치 4, 8단계"
+
+
+def test_same_seed_same_adapter_other_seed_other_adapter(tiny, tmp_path):
+    def run(seed, name):
+        job = spec(tiny, tmp_path / name, HOBANSE[:6], n_epochs=1, batch_size=2, seed=seed)
+        return adapter_tensors(training.train(job, Sink()).final_adapter)
+
+    first, again, other = run(1, "first"), run(1, "again"), run(2, "other")
+    assert first.keys() == again.keys() == other.keys()
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not all(torch.equal(first[name], other[name]) for name in first)
+
+
+@pytest.mark.parametrize("stop_after", [2, 15])  # 15: the last step of epoch 1, which would be validated
+def test_should_stop_ends_the_job_after_the_step(tiny, tmp_path, stop_after):
+    sink = Sink(stop_after)
+    started = time.monotonic()
+    outcome = training.train(spec(tiny, tmp_path, n_epochs=20, batch_size=1, validation=HOBANSE[:2]), sink)
+    assert time.monotonic() - started < 30  # 300 steps if it did not stop
+    assert outcome.stopped and outcome.final_adapter is None
+    assert [row["step"] for row in outcome.rows] == list(range(1, stop_after + 1)) and not sink.checkpoints
+    assert all("valid_loss" not in row for row in sink.metrics_rows)
+    assert all(row["full_valid_loss"] is None for row in outcome.rows)
+    assert not any(tmp_path.glob("ckpt-step-*"))
+
+
+def test_training_learns_a_small_memorisation_task(tiny, tmp_path):
+    examples = [[{"role": "user", "content": f"What is the color of ball {k}?"},
+                 {"role": "assistant", "content": "The ball is red."}] for k in range(10)]
+    sink = Sink()
+    training.train(spec(tiny, tmp_path, examples, n_epochs=3, batch_size=1, learning_rate=1e-2), sink)
+    first, last_epoch = sink.metrics_rows[0], sink.metrics_rows[-10:]
+    # The tiny random model's logits are small, so its loss cannot fall far; its top-1 guesses show what it learned.
+    assert first["train_mean_token_accuracy"] < 0.5
+    assert all(row["train_mean_token_accuracy"] == 1.0 for row in last_epoch)
+    assert sum(row["train_loss"] for row in last_epoch) / 10 < first["train_loss"] - 0.8
