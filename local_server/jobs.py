@@ -20,9 +20,7 @@ from pathlib import Path
 from helpers import chat_data
 
 from .store import Store, now
-
-RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy",
-                  "full_valid_loss", "full_valid_mean_token_accuracy")
+from .training import BASE_LEARNING_RATE, RESULT_COLUMNS, TrainingSpec, resolve_hyperparameters, train
 CANCEL_GRACE_SECONDS = 30  # a cancelled worker stops within a step; after this it is terminated
 
 
@@ -85,8 +83,6 @@ class Scheduler(threading.Thread):
                 self._start(queued[0])
 
     def _validate(self, job: dict) -> None:
-        from .training import resolve_hyperparameters  # imports torch: keep it out of server start-up
-
         try:
             n_examples = len(read_examples(self.store, job["training_file"]))
             resolved = resolve_hyperparameters(n_examples, **job["hyperparameters"])
@@ -170,8 +166,6 @@ def run_job(data_dir: str, job_id: str, base_model_id: str, model_source: str, d
     store = Store(Path(data_dir))
     job = store.job(job_id)
     try:
-        from .training import BASE_LEARNING_RATE, TrainingSpec, train
-
         store.add_event(job_id, f"이 컴퓨터에서 {base_model_id} 모델을 LoRA 로 학습합니다 (장치: {device}). "
                                 "OpenAI 서버가 아니라 이 과정의 로컬 서버가 만든 작업입니다.")
         hyper = job["hyperparameters"]
