@@ -1,7 +1,7 @@
 """Benchmark of the local fine-tuning server with the real packaged model: each figure beside its target.
 
-    python benchmarks/local_server_bench.py                  # about 3-4 minutes on a 2-core CPU
-    python benchmarks/local_server_bench.py --newsgroups     # also trains baseball/hockey (about 10 more minutes)
+    python benchmarks/local_server_bench.py                  # a few minutes on a 2-core CPU
+    python benchmarks/local_server_bench.py --newsgroups     # also trains baseball/hockey (several minutes more)
 
 It starts `python -m local_server` on a free loopback port with a fresh data directory (the converted
 model cache is the server's default one, so only the very first run converts the GGUF), then drives it with the openai SDK
