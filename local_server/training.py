@@ -25,12 +25,12 @@ from trl import SFTConfig, SFTTrainer
 from helpers.chat_data import default_epochs
 from local_server.chat_format import use_turn_format
 
-BASE_LEARNING_RATE = 2e-4  # x learning_rate_multiplier; 1e-3 made Gemma 3 270M forget on 호반스
+BASE_LEARNING_RATE = 2e-4  # x learning_rate_multiplier; on 호반스, 4e-4 and 1e-3 learned fewer answers
 LORA = dict(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                  "down_proj"], lora_dropout=0.0)  # 3.8M trainable on Gemma 3 270M
 EXAMPLES_PER_AUTO_BATCH = 20  # "auto" batch: 15 examples -> 1, 80 -> 4 (batch 1 was unstable on 80 posts)
 MAX_AUTO_BATCH_SIZE = 16
-MAX_EPOCHS = 50  # OpenAI's limits
+MAX_EPOCHS = 50  # OpenAI's limits for n_epochs and batch_size
 MAX_BATCH_SIZE = 256
 MAX_LEARNING_RATE_MULTIPLIER = 10.0
 RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy",
@@ -97,7 +97,7 @@ class TrainingOutcome:
 
 
 def encode_example(tokenizer, messages) -> tuple[list[int], list[int]]:
-    """Token ids of one chat example and its labels: the id where the model speaks (each answer with weight
+    """Token ids of one chat example and its labels: the token id where the model speaks (each answer with weight
     other than 0, and its `<end_of_turn>`), -100 everywhere else."""
     encoded = use_turn_format(tokenizer).apply_chat_template(
         messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
@@ -133,7 +133,7 @@ def _config(spec: TrainingSpec, validating: bool) -> SFTConfig:
         # A batch is accumulated one example at a time: batch 4 at once peaked at 7.8 GB on newsgroups posts.
         per_device_train_batch_size=1,
         gradient_accumulation_steps=spec.batch_size,
-        per_device_eval_batch_size=1,
+        per_device_eval_batch_size=1,  # so valid_* are means over the validation examples
         learning_rate=spec.learning_rate,
         lr_scheduler_type="constant",
         warmup_steps=0,
