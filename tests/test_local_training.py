@@ -114,8 +114,11 @@ def test_loss_mask_is_the_answers_and_their_end_of_turn(tiny):
 
 def test_an_example_with_nothing_to_learn_is_a_clear_error(tiny, tmp_path):
     silent = [{"role": "user", "content": "질문"}, {"role": "assistant", "content": "답", "weight": 0}]
-    with pytest.raises(ValueError, match="학습 데이터의 3번째 예제에 학습할 답변이 없습니다"):
+    with pytest.raises(ValueError, match="학습 데이터의 3번째 예제에 학습할 답변이 없습니다: .*weight"):
         training.train(spec(tiny, tmp_path, HOBANSE[:2] + [silent]), Sink())
+    too_long = [{"role": "user", "content": " hockey puck" * 1100}, {"role": "assistant", "content": "hockey"}]
+    with pytest.raises(ValueError, match="검증 데이터의 2번째 예제에 .*컨텍스트\\(2048 토큰\\)보다 길어"):
+        training.train(spec(tiny, tmp_path, HOBANSE[:2], validation=[HOBANSE[2], too_long]), Sink())
 
 
 # ----------------------------------------------------------------------------- a job
@@ -154,6 +157,17 @@ def test_a_job_reports_every_step_and_checkpoints_every_epoch(tiny, tmp_path, va
     tokenizer = AutoTokenizer.from_pretrained(tiny)
     assert outcome.trained_tokens == 2 * sum(training.count_example_tokens(tokenizer, m) for m in HOBANSE)
     assert sink.messages[0] == "학습을 시작합니다: 예제 15개, 2 에폭, 배치 4, 8단계"
+
+
+def test_a_long_example_trains_with_activation_checkpointing(tiny, tmp_path):
+    long_post = [{"role": "user", "content": " hockey" * training.CHECKPOINTING_ABOVE_TOKENS},
+                 {"role": "assistant", "content": "hockey"}]
+    assert training.CHECKPOINTING_ABOVE_TOKENS < len(training.encode_example(AutoTokenizer.from_pretrained(tiny),
+                                                                             long_post)[0]) < 2048  # tiny's context
+    sink = Sink()
+    outcome = training.train(spec(tiny, tmp_path, HOBANSE[:3] + [long_post], n_epochs=1, batch_size=2), sink)
+    assert len(outcome.rows) == 2 and all(math.isfinite(row["train_loss"]) for row in outcome.rows)
+    assert outcome.final_adapter.is_dir()
 
 
 def test_same_seed_same_adapter_other_seed_other_adapter(tiny, tmp_path):
