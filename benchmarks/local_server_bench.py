@@ -62,10 +62,14 @@ class PeakMemory(threading.Thread):
 
 
 def children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    """All descendants: a process started from a thread is listed under that thread's task, not the main one."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found + [grandchild for child in found for grandchild in children(child)]
 
 
 def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:

@@ -1,4 +1,4 @@
-"""모든 노트북이 쓰는 OpenAI 클라이언트와 세 가지 모드 (live / record / replay).
+"""모든 노트북이 쓰는 OpenAI 클라이언트와 네 가지 모드 (live / record / replay / local).
 
 노트북은 `client = course.connect(MODE, "03_hobanse_finetune")` 한 줄로 클라이언트를 얻고,
 그 뒤로는 평범한 `openai.OpenAI` 클라이언트처럼 씁니다. 모드에 따라 달라지는 것은
@@ -8,11 +8,12 @@ SDK가 공식으로 열어 둔 `http_client=` 자리에 끼우는 전송(transpo
 - record : live와 같지만, 요청/응답 한 쌍이 오갈 때마다 data/recordings/<노트북>.json 에
            바로 덧붙여 씁니다 (키, 조직/프로젝트 ID 같은 계정 정보는 지운 뒤에).
 - replay : 키도 네트워크도 쓰지 않고 기록 파일에서 응답을 꺼내 줍니다.
+- local  : 키도 네트워크도 없이, 이 컴퓨터의 로컬 미세 조정 서버(오픈 웨이트 모델, LoRA 학습)에 요청합니다.
 - auto   : 키가 있으면 live, 없으면 replay (기본값).
 
 한 가지씩 열어 볼 수 있게 나누어 두었습니다:
   modes.py (모드와 키) · scrub.py (비밀 지우기) · recordings.py (기록과 재생) · live.py (실제 API 전송) ·
-  explain.py (오류 설명) · cleanup.py (내가 만든 것만 지우기) · paths.py (저장소 안의 자리)
+  explain.py (오류 설명) · cleanup.py (내가 만든 것만 지우기) · paths.py (저장소 안의 자리) · local.py (로컬 서버)
 """
 from __future__ import annotations
 
@@ -23,17 +24,20 @@ import weakref
 import httpx2
 import openai
 
-from helpers import cleanup, live, modes, paths
+from helpers import cleanup, live, local, modes, paths
 from helpers.errors import CourseError
 from helpers.explain import explain_api_error, show_course_errors_briefly
 from helpers.modes import MODE_ENV, resolve_mode
 from helpers.recordings import RecordingTransport, ReplayMissError, ReplayTransport, read_recording
 from helpers.scrub import Scrubber, remember_secrets
 
-__all__ = ["connect", "mode_of", "pause", "utc", "recording_header", "fine_tuned_model", "delete_if_mine",
+__all__ = ["connect", "mode_of", "pause", "utc", "recording_header", "base_model", "fine_tuned_model", "delete_if_mine",
            "CourseError", "ReplayMissError", "explain_api_error", "resolve_mode", "MODE_ENV", "Scrubber"]
 
 _modes: "weakref.WeakKeyDictionary[openai.OpenAI, str]" = weakref.WeakKeyDictionary()
+# OpenAI 에서 미세 조정할 수 있는 스냅샷: 새 작업은 2027-01-06 전까지, 모델은 2027-01-14 에 종료
+OPENAI_BASE_MODEL = "gpt-4.1-mini-2025-04-14"
+LOCAL_POLL_SECONDS = 2
 
 
 def connect(mode: str = "auto", recording: str = "scratch", dataset: str = "") -> openai.OpenAI:
@@ -53,6 +57,14 @@ def connect(mode: str = "auto", recording: str = "scratch", dataset: str = "") -
                                base_url=transport.BASE_URL, max_retries=0,
                                http_client=openai.DefaultHttpxClient(transport=transport))
         print(transport.describe())
+    elif resolved == "local":
+        server = local.ensure_server()
+        transport = live.LiveTransport(httpx2.HTTPTransport(), server.url)
+        client = openai.OpenAI(api_key="local-server-needs-no-key", organization=None, project=None,
+                               base_url=server.url, timeout=local.TIMEOUT, max_retries=0,
+                               http_client=openai.DefaultHttpxClient(transport=transport))
+        print(f"▶ 로컬(local) 모드: 이 컴퓨터의 오픈 웨이트 모델 {server.model} (장치: {server.device}) — 학습도 답도 "
+              "이 컴퓨터에서 합니다. 키와 네트워크는 쓰지 않습니다.")
     else:
         key = settings.get("OPENAI_API_KEY") or modes.ask_for_key()
         remember_secrets(key)
@@ -75,14 +87,28 @@ def connect(mode: str = "auto", recording: str = "scratch", dataset: str = "") -
 
 
 def mode_of(client: openai.OpenAI) -> str:
-    """connect() 가 이 클라이언트에 정한 모드: "live", "record" 또는 "replay"."""
+    """connect() 가 이 클라이언트에 정한 모드: "live", "record", "replay" 또는 "local"."""
     return _modes.get(client, "live")
 
 
 def pause(client: openai.OpenAI, seconds: float) -> None:
-    """작업 상태를 다시 묻기 전에 기다립니다. 재생 모드에서는 기다릴 이유가 없으므로 바로 돌아옵니다."""
-    if mode_of(client) != "replay":
-        time.sleep(seconds)
+    """작업 상태를 다시 묻기 전에 기다립니다. 재생 모드는 기다릴 이유가 없고, 로컬 모드는 이 컴퓨터의 작업이라
+    묻는 데 돈이 들지 않으므로 2초 넘게 기다리지 않습니다."""
+    mode = mode_of(client)
+    if mode != "replay":
+        time.sleep(min(seconds, LOCAL_POLL_SECONDS) if mode == "local" else seconds)
+
+
+def base_model(client: openai.OpenAI, requested: str = "auto") -> tuple[str, bool]:
+    """BASE_MODEL 을 실제 모델 이름으로: (이름, 로컬 오픈 웨이트 모델인지).
+
+    "auto" 는 서버가 정합니다: 이 과정의 로컬 서버면 그 기본 모델(예: gemma-3-270m), OpenAI 면 미세 조정할 수 있는
+    스냅샷 OPENAI_BASE_MODEL. 모델 목록을 API 로 물어서 정하므로 재생 모드에서도 기록한 서버의 답을 그대로 따릅니다.
+    """
+    if requested != "auto":
+        return requested, client.models.retrieve(requested).owned_by == local.LOCAL_OWNER
+    local_models = [m.id for m in client.models.list() if m.owned_by == local.LOCAL_OWNER and not m.id.startswith("ft:")]
+    return (local_models[0], True) if local_models else (OPENAI_BASE_MODEL, False)
 
 
 def utc(timestamp: int | None) -> str:

@@ -1,7 +1,7 @@
 """모드와 키: 어느 모드로 돌지, 누가 그렇게 정했는지, 키와 주소를 어디서 읽는지.
 
 - MODE (노트북의 parameters 셀) 또는 환경 변수 COURSE_MODE (있으면 MODE 보다 우선)
-- "auto" 는 키가 있으면 "live", 없으면 "replay"
+- "auto" 는 키가 있으면 "live", 없으면 "replay". "local" 은 키 없이 이 컴퓨터의 로컬 서버 (helpers/local.py)
 - 키와 주소: 환경 변수가 먼저, 없으면 .env 파일 (현재 폴더에서 위로 찾기, 그다음 저장소 최상위)
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from helpers import paths
 from helpers.errors import CourseError
 
 MODE_ENV = "COURSE_MODE"
-MODES = ("auto", "live", "record", "replay")
+MODES = ("auto", "live", "record", "replay", "local")
 SETTING_NAMES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
 OPENAI_URL = "https://api.openai.com/v1"
 
@@ -53,7 +53,8 @@ def replay_advice() -> str:
     if MODE_ENV in os.environ:
         return (f'환경 변수 {MODE_ENV}={os.environ[MODE_ENV]} 이 노트북의 MODE 보다 우선합니다. '
                 f"{MODE_ENV}=replay 로 바꾸면(또는 지우고 MODE = \"replay\") 기록된 응답으로 끝까지 따라갈 수 있습니다.")
-    return 'MODE = "replay" 로 바꾸면 기록된 응답으로 이 노트북을 끝까지 따라갈 수 있습니다.'
+    return ('MODE = "replay" 로 바꾸면 기록된 응답으로 이 노트북을 끝까지 따라갈 수 있고, MODE = "local" 이면 키 없이 '
+            "이 컴퓨터의 오픈 웨이트 모델로 직접 실행합니다.")
 
 
 def base_url(found: dict) -> str:

@@ -15,17 +15,17 @@ import email.policy
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx2
 import openai
 
-from helpers import modes, paths
+from helpers import local, modes, paths
 from helpers.errors import CourseAPIError, CourseError
 from helpers.scrub import Scrubber
 
-STANDIN_HEADER = "x-offline-stand-in"  # 로컬 대역 서버가 모든 응답에 붙이는 표시
 RERECORD_HINT = "강사용으로 모든 기록을 한 번에 다시 만들려면: python tests/rerecord.py"
 # 응답 내용에 영향을 주지 않는 요청 필드 — 재생할 때 비교에서 뺍니다.
 IGNORED_BODY_FIELDS = {"user", "metadata", "store", "stream_options", "safety_identifier"}
@@ -206,6 +206,7 @@ class RecordingTransport(httpx2.BaseTransport):
             "notebook": notebook,
         }
         self.file = RecordingFile(path, self.header)
+        self.lock = threading.Lock()  # 여러 스레드가 함께 보낸 요청도 한 쌍씩 온전히 덧붙이도록
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         request.read()
@@ -214,15 +215,16 @@ class RecordingTransport(httpx2.BaseTransport):
         response.close()
         headers = {k: v for k, v in response.headers.items()
                    if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")}
-        if self.header["source"] is None:
-            self.header["source"] = self._source(headers)
         interaction = {"request": describe_request(request, self.base_path, self.scrub),
                        "response": self._stored(response.status_code, headers, content)}
         retry = int(request.headers.get(RETRY_HEADER) or 0)
         if retry:  # SDK 가 다시 보낸 요청: 재생은 바로 앞의 실패한 시도를 건너뜁니다
             interaction["retry"] = retry
         try:
-            self.file.append(interaction, succeeded=response.status_code < 400)
+            with self.lock:
+                if self.header["source"] is None:
+                    self.header["source"] = self._source(headers)
+                self.file.append(interaction, succeeded=response.status_code < 400)
         except OSError as err:
             raise CourseAPIError(self._write_failed(err, request, interaction["response"])) from err
         return httpx2.Response(response.status_code, headers=headers, content=content, request=request)
@@ -250,8 +252,10 @@ class RecordingTransport(httpx2.BaseTransport):
         return text + "\n  기록 폴더를 쓸 수 있는지(디스크 공간, 권한, 같은 이름의 폴더) 확인한 뒤 다시 기록하세요."
 
     def _source(self, headers: dict) -> str:
-        if any(k.lower() == STANDIN_HEADER for k in headers):
-            return "offline stand-in"
+        served_by = next((v for k, v in headers.items() if k.lower() == local.SERVER_HEADER), None)
+        if served_by:  # "<모델>; device=<장치>"
+            model, _, device = served_by.partition("; device=")
+            return local.source_label(model, device)
         if self.host == "api.openai.com":
             return "openai"
         return f"openai-compatible {self.host}"
@@ -288,11 +292,13 @@ class ReplayTransport(httpx2.BaseTransport):
                 queue.pop()  # SDK 가 실패 뒤 다시 보내 성공한 요청: 학습자가 본 것은 마지막 결과뿐
             queue.append(interaction["response"])
         self.used: dict[str, int] = {}
+        self.lock = threading.Lock()  # 여러 스레드가 함께 물어도 같은 요청의 응답을 기록된 순서대로 한 번씩
         self.scrub = Scrubber()
 
     def describe(self) -> str:
         h = self.header
-        note = " — 실제 OpenAI 응답이 아닙니다" if h["source"] == "offline stand-in" else ""
+        note = " — OpenAI 모델이 아니라 이 과정의 로컬 서버에서 학습한 오픈 웨이트 모델의 응답입니다" \
+            if h["source"].startswith("local open-weight") else ""
         dataset = f", 데이터: {h['dataset']}" if h.get("dataset") else ""
         count = sum(len(q) for q in self.queues.values())
         return (f"▶ 재생(replay) 모드: {paths.shown(self.path)} ({count}개 응답) — "
@@ -305,10 +311,11 @@ class ReplayTransport(httpx2.BaseTransport):
         responses = self.queues.get(key)
         if not responses:
             raise ReplayMissError(self._miss_message(described))
-        used = self.used.get(key, 0)
+        with self.lock:
+            used = self.used.get(key, 0)
+            self.used[key] = used + 1
         if used >= len(responses):
             raise ReplayMissError(self._miss_message(described, recorded_times=len(responses)))
-        self.used[key] = used + 1
         stored = responses[used]
         body = response_body(stored)
         content = json.dumps(body, ensure_ascii=False) if "json" in stored else body

@@ -5,6 +5,7 @@ import argparse
 import ipaddress
 import os
 import sys
+import threading
 from pathlib import Path
 
 from .base_model import DEFAULT_MODEL
@@ -31,6 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
                         help=f"요청에 이 키를 요구합니다 (환경 변수 {API_KEY_ENV} 로도 줄 수 있음)")
     parser.add_argument("--max-upload-mb", type=float, default=50, help="업로드 파일 크기 한도 (MB, 기본 50)")
+    parser.add_argument("--exit-when-stdin-closes", action="store_true",
+                        help="표준 입력이 닫히면 끝냅니다: 서버를 띄운 프로그램(노트북 커널)이 끝나면 함께 끝나도록")
     return parser.parse_args(argv)
 
 
@@ -49,6 +52,7 @@ def main(argv=None) -> int:
         print(f"⚠ {args.host} 에서 들으면 다른 컴퓨터도 이 서버에 요청할 수 있습니다. --api-key 로 키를 정해 주세요 "
               f"(또는 환경 변수 {API_KEY_ENV}). 수강생은 그 키를 OPENAI_API_KEY 로 씁니다.", file=sys.stderr)
         return 2
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # inherited by the training worker too
     import uvicorn
 
     from .api import create_app
@@ -59,11 +63,21 @@ def main(argv=None) -> int:
     server = LocalServer(settings)
     print(f"로컬 미세 조정 서버: http://{args.host}:{args.port}/v1 — 모델 {server.base_model_id} "
           f"({server.load_seconds:.1f}초에 불러옴), 장치 {server.device}, 데이터 {settings.data_dir}", flush=True)
+    web = uvicorn.Server(uvicorn.Config(create_app(server), host=args.host, port=args.port, log_level="warning"))
+    if args.exit_when_stdin_closes:
+        threading.Thread(target=_exit_at_end_of_stdin, args=(web,), daemon=True).start()
     try:
-        uvicorn.run(create_app(server), host=args.host, port=args.port, log_level="warning")
+        web.run()
     finally:
         server.close()
     return 0
+
+
+def _exit_at_end_of_stdin(web) -> None:
+    """The parent holds our stdin pipe; when it ends (even killed), reading returns and the server shuts down."""
+    while sys.stdin.buffer.read(65536):
+        pass
+    web.should_exit = True
 
 
 if __name__ == "__main__":

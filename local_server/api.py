@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from helpers import chat_data
+from helpers.local import LOCAL_OWNER, SERVER_HEADER
 
 from . import errors
 from .errors import ApiError, not_found
@@ -99,7 +100,9 @@ def create_app(server) -> FastAPI:
             if not secrets.compare_digest(given.encode(), f"Bearer {server.settings.api_key}".encode()):
                 return errors.error_response(401, "API 키가 없거나 틀렸습니다. 강사에게 받은 키를 OPENAI_API_KEY 에 "
                                                   "넣으세요 (Incorrect API key provided).", "invalid_api_key")
-        return await call_next(request)
+        response = await call_next(request)
+        response.headers[SERVER_HEADER] = f"{server.base_model_id}; device={server.device}"
+        return response
 
     @app.get("/health")
     def health():
@@ -295,11 +298,11 @@ def _models(server) -> APIRouter:
         return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}
 
     def base_object() -> dict:
-        return model_object(server.base_model_id, server.started_at, "system")
+        return model_object(server.base_model_id, server.started_at, LOCAL_OWNER)
 
     @router.get("/models")
     def list_models():
-        tuned = [model_object(m["id"], m["created_at"], "local") for m in store.list_models()]
+        tuned = [model_object(m["id"], m["created_at"], LOCAL_OWNER) for m in store.list_models()]
         return {"object": "list", "data": [base_object(), *tuned]}
 
     @router.get("/models/{model_id:path}")
@@ -309,7 +312,7 @@ def _models(server) -> APIRouter:
         model = store.model(model_id)
         if model is None:
             raise server.model_not_found(model_id)
-        return model_object(model_id, model["created_at"], "local")
+        return model_object(model_id, model["created_at"], LOCAL_OWNER)
 
     @router.delete("/models/{model_id:path}")
     def delete_model(model_id: str):

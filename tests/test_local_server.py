@@ -241,7 +241,7 @@ def test_base_model_cannot_be_deleted(client):
     with pytest.raises(openai.PermissionDeniedError) as caught:
         client.models.delete("tiny-gemma0")
     assert caught.value.body["type"] == "permission_error"
-    assert client.models.retrieve("tiny-gemma0").owned_by == "system"
+    assert client.models.retrieve("tiny-gemma0").owned_by == "local"
 
 
 # ------------------------------------------------------------------------------------------------ chat
