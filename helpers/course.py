@@ -99,16 +99,16 @@ def pause(client: openai.OpenAI, seconds: float) -> None:
         time.sleep(min(seconds, LOCAL_POLL_SECONDS) if mode == "local" else seconds)
 
 
-def base_model(client: openai.OpenAI, requested: str = "auto") -> tuple[str, bool]:
+def base_model(client: openai.OpenAI, requested: str = "auto", openai_default: str = OPENAI_BASE_MODEL) -> tuple[str, bool]:
     """BASE_MODEL 을 실제 모델 이름으로: (이름, 로컬 오픈 웨이트 모델인지).
 
     "auto" 는 서버가 정합니다: 이 과정의 로컬 서버면 그 기본 모델(예: gemma-3-270m), OpenAI 면 미세 조정할 수 있는
-    스냅샷 OPENAI_BASE_MODEL. 모델 목록을 API 로 물어서 정하므로 재생 모드에서도 기록한 서버의 답을 그대로 따릅니다.
+    스냅샷 openai_default. 모델 목록을 API 로 물어서 정하므로 재생 모드에서도 기록한 서버의 답을 그대로 따릅니다.
     """
     if requested != "auto":
         return requested, client.models.retrieve(requested).owned_by == local.LOCAL_OWNER
     local_models = [m.id for m in client.models.list() if m.owned_by == local.LOCAL_OWNER and not m.id.startswith("ft:")]
-    return (local_models[0], True) if local_models else (OPENAI_BASE_MODEL, False)
+    return (local_models[0], True) if local_models else (openai_default, False)
 
 
 def utc(timestamp: int | None) -> str:

@@ -33,6 +33,15 @@ def hobanse_qa() -> pd.DataFrame:
     return pd.read_csv(HOBANSE_DIR / "qa.csv", encoding="utf-8")
 
 
+def slide_quotes() -> pd.DataFrame:
+    """강의 슬라이드(2023)의 Playground 화면에 찍힌 모델 답 (question, answer, model_in_slides).
+
+    지금 모델의 답이 아니므로 노트북은 늘 "수업 슬라이드의 답" 이라는 제 이름의 열로만 보여 줍니다.
+    """
+    quotes = json.loads((HOBANSE_DIR / "slide_quotes.json").read_text(encoding="utf-8"))["quotes"]
+    return pd.DataFrame(quotes)[["question", "answer", "model_in_slides"]]
+
+
 def hobanse_chat_examples(system_message: str = "you are factual chatbot.") -> list[dict]:
     """15쌍을 채팅 미세 조정 형식으로. 02 노트북에서 한 줄씩 만들어 본 변환과 같습니다."""
     return [

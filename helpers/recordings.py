@@ -338,8 +338,9 @@ class ReplayTransport(httpx2.BaseTransport):
                 fields = ", ".join(_differing_fields(closest, described))
                 lines.append(f"  같은 주소로 기록된 요청 {len(same_route)}개 중 가장 가까운 것과 다른 부분: {fields}")
         lines.append(
-            "  노트북의 입력(질문, 데이터, 모델 이름, 매개변수)을 기록할 때와 같게 되돌리거나, API 키를 설정하고 "
-            f'MODE = "record" 로 실행해 이 요청을 새로 기록하세요. {RERECORD_HINT}'
+            '  바꾼 것을 직접 실행해 보려면 MODE = "local" 로 바꾸세요: 키 없이 이 컴퓨터의 오픈 웨이트 모델이 실제로 '
+            "학습하고 답합니다. 기록대로 따라가려면 노트북의 입력(질문, 데이터, 모델 이름, 매개변수)을 기록할 때와 같게 "
+            f'되돌리세요. 키가 있으면 MODE = "record" 로 이 요청을 새로 기록할 수 있습니다. {RERECORD_HINT}'
         )
         return "\n".join(lines)
 

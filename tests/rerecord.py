@@ -1,22 +1,25 @@
 """모든 기록(data/recordings/*.json)과 노트북에 저장된 출력을 한 번에 다시 만듭니다.
 
-    python tests/rerecord.py                 # 키 없음: 로컬 오프라인 대역(stand-in)으로 기록
+    python tests/rerecord.py                 # 키 없음: 이 과정의 로컬 서버(오픈 웨이트 모델, LoRA, 이 컴퓨터)로 기록
     OPENAI_API_KEY=sk-... python tests/rerecord.py   # 키 있음: 실제 OpenAI API로 다시 기록 (강사용)
     python tests/rerecord.py 03              # 이름이 03 으로 시작하는 노트북만
 
 1단계: 노트북마다 COURSE_MODE=record 로 실행해 기록을 새로 씁니다 (이 실행의 출력은 버림).
 2단계: COURSE_MODE=replay 로 다시 실행해 그 출력을 노트북에 저장합니다 — 커밋되는 출력은 언제나 재생 출력이라
        nbval 이 키 없이 검사할 수 있습니다.
+
+키가 없으면 로컬 서버 하나를 새 데이터 폴더(output/rerecord/local_server)로 띄워 모든 노트북이 함께 씁니다: 03 이
+남긴 모델을 04 가, 07 이 남긴 모델을 08 이 찾습니다. 2-코어 CPU 에서 전체는 30분 안팎입니다 (07 의 학습이 대부분).
 키가 있으면 미세 조정 작업이 실제로 만들어지고 요금이 듭니다 (03: 약 $0.04, 02 노트북의 추정).
 
-앞 노트북이 만든 미세 조정 모델을 쓰는 노트북(PREREQUISITES)은, 기록하기 직전에 같은 서버에서 앞 노트북을
-live 모드로 한 번 돌려(CLEAN_UP = False, 기록하지 않음) 모델을 만들어 둡니다. 키가 있으면 이때 실제 작업이
-하나 더 생기고 요금이 들며, 남은 모델은 강사가 지워야 합니다.
+앞 노트북이 만든 미세 조정 모델을 쓰는 노트북(PREREQUISITES)만 골라 기록할 때는, 기록하기 직전에 같은 서버에서 앞
+노트북을 live 모드로 한 번 돌려(기록하지 않음) 모델을 만들어 둡니다. 키가 있으면 이때 실제 작업이 하나 더 생기고
+요금이 듭니다.
 """
 from __future__ import annotations
 
-import contextlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,11 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 sys.path.insert(0, str(ROOT))
 
-from helpers import paths  # noqa: E402
-from tests import standin  # noqa: E402
+from helpers import local, paths  # noqa: E402
 
 # 노트북 번호 → 먼저 돌려 둘 노트북 번호 (그 노트북이 만든 미세 조정 모델을 씀)
 PREREQUISITES = {"04": "03", "08": "07"}
+LOCAL_POLL_SECONDS = 2  # 로컬 서버의 작업은 이 컴퓨터에서 돌므로 자주 물어도 됩니다
 
 
 def run(notebook: Path, mode: str, output: Path, parameters: dict | None = None) -> None:
@@ -62,30 +65,44 @@ def strip_run_metadata(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+def start_local_server(scratch: Path) -> None:
+    """새 데이터 폴더로 로컬 서버를 띄우고 OPENAI_BASE_URL 을 그쪽으로 (이 프로세스가 끝나면 서버도 끝남)."""
+    data_dir = scratch / "local_server"
+    shutil.rmtree(data_dir, ignore_errors=True)  # 모델 목록과 파일 목록에 이번 기록의 것만 나오도록
+    os.environ["COURSE_LOCAL_DATA_DIR"] = str(data_dir)
+    os.environ.setdefault("COURSE_LOCAL_PORT", "8790")  # 학습자가 띄워 둔 8765 의 서버와 섞이지 않도록
+    server = local.ensure_server()
+    if not server.started_here:
+        raise SystemExit(f"포트 {local.port()} 에 이미 로컬 서버가 있습니다. 그 서버를 끄거나 COURSE_LOCAL_PORT 를 바꾸세요.")
+    os.environ["OPENAI_BASE_URL"] = server.url
+    os.environ["OPENAI_API_KEY"] = "local-server-needs-no-key"
+    print("기록 출처:", local.source_label(server.model, server.device))
+
+
 def main(prefixes: list[str]) -> None:
     notebooks = sorted(p for p in NOTEBOOKS.glob("[0-9]*.ipynb") if not prefixes or p.name.startswith(tuple(prefixes)))
-    live = bool(os.environ.get("OPENAI_API_KEY"))
-    print("기록 출처:", "실제 OpenAI API (또는 OPENAI_BASE_URL 의 서버)" if live else "오프라인 대역 (tests/standin.py)")
-    no_waiting = {} if live else {"POLL_SECONDS": 0}  # 대역의 작업은 묻는 대로 진행하므로 기다릴 필요가 없음
     scratch = paths.OUTPUT_DIR / "rerecord"  # 버리는 실행 출력도 실습 파일과 같은 한 곳(output/, 커밋하지 않음)에
     scratch.mkdir(parents=True, exist_ok=True)
+    on_openai = bool(os.environ.get("OPENAI_API_KEY"))
+    if on_openai:
+        print("기록 출처: 실제 OpenAI API (또는 OPENAI_BASE_URL 의 서버)")
+    else:
+        start_local_server(scratch)
+    polling = {} if on_openai else {"POLL_SECONDS": LOCAL_POLL_SECONDS}
+    recorded = {notebook.name[:2] for notebook in notebooks}
     for notebook in notebooks:
-        print("기록:", notebook.name)
-        with contextlib.ExitStack() as stack:
-            if not live:  # 노트북마다 새 대역: 어느 노트북만 다시 기록해도 같은 id와 시각이 나옴
-                os.environ["OPENAI_BASE_URL"] = stack.enter_context(standin.serve())
-                os.environ["OPENAI_API_KEY"] = "offline-stand-in-needs-no-key"
-            prerequisite = PREREQUISITES.get(notebook.name[:2])
-            if prerequisite:
-                (first,) = NOTEBOOKS.glob(f"{prerequisite}_*.ipynb")
-                print(f"  먼저 {first.name} 을 live 로 (기록 없이, CLEAN_UP = False)")
-                run(first, "live", scratch / f"prerequisite_{first.name}", {"CLEAN_UP": False, **no_waiting})
-            run(notebook, "record", scratch / notebook.name, no_waiting)
-    if not live:
-        for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        print("기록:", notebook.name, flush=True)
+        prerequisite = PREREQUISITES.get(notebook.name[:2])
+        if prerequisite and prerequisite not in recorded:  # 함께 기록하면 앞 노트북이 남긴 모델을 그대로 씀
+            (first,) = NOTEBOOKS.glob(f"{prerequisite}_*.ipynb")
+            print(f"  먼저 {first.name} 을 live 로 (기록 없이, 모델을 남겨 둠)")
+            run(first, "live", scratch / f"prerequisite_{first.name}", {"CLEAN_UP": False, **polling})
+        run(notebook, "record", scratch / notebook.name, polling)  # 03, 07 은 기본값으로 모델을 남겨 둠
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        if not on_openai:
             os.environ.pop(name, None)
     for notebook in notebooks:
-        print("재생하며 출력 저장:", notebook.name)
+        print("재생하며 출력 저장:", notebook.name, flush=True)
         run(notebook, "replay", notebook)
         strip_run_metadata(notebook)
 
