@@ -1,16 +1,28 @@
-"""tests/ 의 공통 fixture: 새 오프라인 대역 서버와, 그 서버에 붙은 SDK 클라이언트."""
-import openai
+"""tests/ 의 공통 fixture: 작은 무작위 Gemma 3 모델(tests/tiny_model.py)과, 그 모델로 도는 이 과정의 로컬 서버.
+
+torch 와 transformers 는 이 fixture 를 쓰는 테스트가 있을 때만 불러옵니다 (다른 테스트의 수집을 느리게 하지 않도록).
+"""
 import pytest
 
-from tests.standin import StandIn, serve
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """Folder of the tiny random Gemma 3 (its id on the server is the folder name, tiny-gemma0). Made once."""
+    from tests.tiny_model import make_tiny_model
+
+    # Not mktemp("tiny-gemma"): that would number the folders of modules that make their own (tiny-gemma0, 1, …).
+    return make_tiny_model(tmp_path_factory.mktemp("shared-tiny-model") / "tiny-gemma0")
 
 
 @pytest.fixture
-def standin() -> StandIn:
-    return StandIn()
+def tiny_server(tiny_model, tmp_path):
+    """A fresh local server (own data folder, loads in well under a second) over the tiny model, on real HTTP.
 
+    Jobs do not train: finish them with tiny_server.finish_without_training(job_id) (see tests/running_server.py).
+    """
+    from local_server.server import Settings
+    from tests.running_server import RunningServer
 
-@pytest.fixture
-def client(standin):
-    with serve(standin) as url, openai.OpenAI(api_key="sk-test-not-a-real-key", base_url=url, max_retries=0) as c:
-        yield c
+    running = RunningServer(Settings(data_dir=tmp_path / "server-data", model=str(tiny_model)), train=False)
+    yield running
+    running.close()

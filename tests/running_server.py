@@ -9,14 +9,22 @@ import openai
 import uvicorn
 
 from local_server.api import create_app
+from local_server.jobs import fine_tuned_model_id
 from local_server.server import LocalServer
 
 
 class RunningServer:
-    """A LocalServer behind a real uvicorn on a free loopback port, in this test process."""
+    """A LocalServer behind a real uvicorn on a free loopback port, in this test process.
 
-    def __init__(self, settings):
+    train=False stops the job scheduler: created jobs wait in "validating_files" until finish_without_training()
+    finishes them. For tests about the course's helpers (who made which model, what gets deleted), where a real
+    training process (a new interpreter importing torch: 5-20 seconds each) would only add time.
+    """
+
+    def __init__(self, settings, train: bool = True):
         self.local = LocalServer(settings, progress=lambda *a: None)
+        if not train:
+            self.local.scheduler.stop()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -29,8 +37,28 @@ class RunningServer:
             time.sleep(0.05)
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def model(self) -> str:
+        """The base model's id, as the API lists it (the tiny model's folder name, e.g. tiny-gemma0)."""
+        return self.local.base_model_id
+
     def client(self, api_key: str = "local-no-key-needed") -> openai.OpenAI:
         return openai.OpenAI(api_key=api_key, base_url=self.base_url, max_retries=0, timeout=60)
+
+    def finish_without_training(self, job_id: str) -> str:
+        """Let a job created through the API succeed without training (needs train=False); return its model id.
+
+        The job ends the way the training worker ends it (Store.finish_job: status, model, result file and closing
+        events in one transaction), with the model id the worker would give it. Its adapter folder does not exist,
+        so the model can be listed, retrieved and deleted but not asked anything.
+        """
+        store = self.local.store
+        job = store.job(job_id)
+        assert store.update_job(job_id, ("validating_files", "queued"), status="running",
+                                event="Fine-tuning job started"), job
+        model = fine_tuned_model_id(self.model, job["suffix"], job_id)
+        assert store.finish_job(job_id, model, store.adapters_dir / job_id, b"step,train_loss\n", trained_tokens=0)
+        return model
 
     def close(self) -> None:
         self.uvicorn.should_exit = True

@@ -172,7 +172,8 @@ def recordings(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "RECORDINGS_DIR", tmp_path)
 
     def write(name, dataset):
-        header = {"source": "offline stand-in", "recorded_on": "2026-11-21", "sdk": "openai 3", "dataset": dataset}
+        header = {"source": "local open-weight gemma-3-270m (LoRA, CPU)", "recorded_on": "2026-11-21", "sdk": "openai 3",
+                  "dataset": dataset}
         (tmp_path / f"{name}.json").write_text(json.dumps({"header": header, "interactions": []}), encoding="utf-8")
     return write
 

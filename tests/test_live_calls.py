@@ -9,10 +9,9 @@ import httpx2
 import openai
 import pytest
 
-from helpers import course, live, modes, paths, scrub
+from helpers import cleanup, course, live, modes, paths, scrub
 from helpers.errors import CourseAPIError, CourseError
 from helpers.explain import explain_api_error
-from tests import standin
 
 BASE = "https://api.openai.com/v1"
 
@@ -101,20 +100,24 @@ def test_reads_are_still_retried():
 # ----------------------------------------------------------------------------- 11, 12. 비밀
 
 
-def test_a_password_in_the_base_url_is_never_printed_or_recorded(clean_env, monkeypatch, capsys):
-    with standin.serve() as url:
-        with_password = url.replace("http://", "http://learner:HUNTER2pw@")
-        monkeypatch.setenv("OPENAI_BASE_URL", with_password)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-" + "fakeKEYforTHEpasswordTEST01")
-        client = course.connect("record", "creds")
-        client.models.list()
-        with pytest.raises(openai.NotFoundError) as caught:
-            client.models.retrieve("no-such-model")
+def test_a_password_in_the_base_url_is_never_printed_or_recorded(clean_env, tiny_server, monkeypatch, capsys):
+    with_password = tiny_server.base_url.replace("http://", "http://learner:HUNTER2pw@")
+    monkeypatch.setenv("OPENAI_BASE_URL", with_password)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-" + "fakeKEYforTHEpasswordTEST01")
+    client = course.connect("record", "creds")
+    client.models.list()
+    lines = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
+             for i in range(10)]
+    client.files.create(file=("t.jsonl", "\n".join(map(json.dumps, lines)).encode()), purpose="fine-tune")  # 장부에 적힘
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("no-such-model")
     shown = capsys.readouterr().out + str(explain_api_error(caught.value))
     recording = (clean_env / "recordings" / "creds.json").read_text(encoding="utf-8")
-    for text in (shown, recording):
+    ledger = (clean_env / "output" / cleanup.LEDGER_NAME).read_text(encoding="utf-8")
+    for text in (shown, recording, ledger):
         assert "HUNTER2pw" not in text and "learner" not in text
-    assert json.loads(recording)["header"]["source"] == "offline stand-in"
+    assert json.loads(recording)["header"]["source"] == f"local open-weight {tiny_server.model} (LoRA, CPU)"
+    assert f"127.0.0.1:{tiny_server.port}" in ledger
 
 
 @pytest.mark.parametrize("key", ["gsk_" + "shortKEY9", "sk-" + "abcdefghij12", "plainpassword42"])

@@ -1,0 +1,49 @@
+"""MODE = "local": connect() 가 이 과정의 로컬 서버를 하위 프로세스로 띄우고(작은 무작위 Gemma 3), 다음 connect() 는
+그 서버를 다시 쓰고, 띄운 쪽이 표준 입력 파이프를 닫으면(커널이 끝나면) 서버도 끝납니다."""
+import socket
+
+from helpers import course, local, modes, paths
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_local_mode_starts_the_server_once_reuses_it_and_it_ends_with_its_stdin(tiny_model, tmp_path, monkeypatch,
+                                                                                 capsys):
+    for name in (*modes.SETTING_NAMES, modes.MODE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    port = free_port()
+    monkeypatch.setenv("COURSE_LOCAL_PORT", str(port))
+    monkeypatch.setenv("COURSE_LOCAL_DATA_DIR", str(tmp_path / "server-data"))
+    monkeypatch.setenv("COURSE_LOCAL_MODEL", str(tiny_model))
+    monkeypatch.setattr(paths, "OUTPUT_DIR", tmp_path / "output")
+    monkeypatch.setattr(local, "_started", [])  # 이 테스트가 띄운 것만
+    try:
+        client = course.connect("local", "nb")
+        shown = capsys.readouterr().out
+        assert "로컬 서버를 띄우고" in shown
+        assert f"▶ 로컬(local) 모드: 이 컴퓨터의 오픈 웨이트 모델 {tiny_model.name} (장치: cpu)" in shown
+        (process,) = local._started
+        assert process.poll() is None and course.mode_of(client) == "local"
+        assert str(client.base_url) == f"http://127.0.0.1:{port}/v1/"
+        assert course.base_model(client, "auto") == ("tiny-gemma0", True)
+        assert (tmp_path / "server-data" / "state.sqlite3").is_file()  # COURSE_LOCAL_DATA_DIR 를 씀
+
+        again = course.connect("local", "nb2")  # 다음 노트북(또는 같은 커널의 다시 실행)
+        shown = capsys.readouterr().out
+        assert "로컬 서버를 띄우고" not in shown and "▶ 로컬(local) 모드" in shown and "tiny-gemma0" in shown
+        assert local._started == [process]  # 두 번째 프로세스는 없음
+        assert [m.id for m in again.models.list()] == ["tiny-gemma0"]
+
+        process.stdin.close()  # 커널이 끝나면(강제로 죽어도) 운영체제가 닫는 파이프
+        assert process.wait(timeout=60) == 0
+        assert local.health(port) is None
+        assert "로컬 미세 조정 서버" in (tmp_path / "output" / "local_server.log").read_text(encoding="utf-8")
+    finally:
+        for started in local._started:
+            if started.poll() is None:
+                started.kill()
+                started.wait()
