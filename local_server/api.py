@@ -94,13 +94,18 @@ def create_app(server) -> FastAPI:
     errors.install(app)
 
     @app.middleware("http")
-    async def check_api_key(request: Request, call_next):
-        if server.settings.api_key and request.url.path.startswith("/v1"):
-            given = request.headers.get("authorization", "")
-            if not secrets.compare_digest(given.encode(), f"Bearer {server.settings.api_key}".encode()):
-                return errors.error_response(401, "API 키가 없거나 틀렸습니다. 강사에게 받은 키를 OPENAI_API_KEY 에 "
+    async def check_key_and_identify(request: Request, call_next):
+        """Every response, errors included, says which model this server serves (recordings name their source)."""
+        given = request.headers.get("authorization", "")
+        if server.settings.api_key and request.url.path.startswith("/v1") and \
+                not secrets.compare_digest(given.encode(), f"Bearer {server.settings.api_key}".encode()):
+            response = errors.error_response(401, "API 키가 없거나 틀렸습니다. 강사에게 받은 키를 OPENAI_API_KEY 에 "
                                                   "넣으세요 (Incorrect API key provided).", "invalid_api_key")
-        response = await call_next(request)
+        else:
+            try:
+                response = await call_next(request)
+            except Exception as err:  # noqa: BLE001 - any bug becomes a 500 in OpenAI's shape, not a dropped connection
+                response = errors.server_error(err)
         response.headers[SERVER_HEADER] = f"{server.base_model_id}; device={server.device}"
         return response
 

@@ -53,7 +53,8 @@ def install(app: FastAPI) -> None:
                                   "method_not_allowed")
         return error_response(err.status_code, str(err.detail))
 
-    @app.exception_handler(Exception)
-    async def server_error(request: Request, err: Exception):
-        return error_response(500, f"로컬 서버 안에서 오류가 났습니다: {type(err).__name__}: {err} "
-                                   "(The server had an error while processing your request.)", "server_error")
+
+def server_error(err: Exception) -> JSONResponse:
+    """Any other exception: a 500 in OpenAI's shape (the API's middleware turns exceptions into this)."""
+    return error_response(500, f"로컬 서버 안에서 오류가 났습니다: {type(err).__name__}: {err} "
+                               "(The server had an error while processing your request.)", "server_error")

@@ -100,7 +100,12 @@ class Scheduler(threading.Thread):
                                       args=(str(self.store.data_dir), job["id"], self.base_model_id,
                                             self.model_source, self.device))
         self.worker_job, self.cancelled_at = job["id"], None
-        self.worker.start()
+        try:
+            self.worker.start()
+        except Exception as err:  # noqa: BLE001 - e.g. no memory for a new process: the job fails, the queue goes on
+            self.worker, self.worker_job = None, None
+            self._fail(job["id"], "training_crashed", f"학습 프로세스를 시작하지 못했습니다: {type(err).__name__}: {err}",
+                       None, ("running",))
 
     def _watch_worker(self) -> None:
         job = self.store.job(self.worker_job)

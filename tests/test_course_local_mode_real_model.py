@@ -15,7 +15,7 @@ from helpers.hobanse_eval import score_answer
 from tests.test_notebooks import NOTEBOOKS
 
 NOTEBOOK = next(p for p in NOTEBOOKS if p.name.startswith("03_"))
-EPOCHS = 6  # the server's own default for 15 examples; 3 epochs left every training answer wrong in a trial run
+EPOCHS = 6  # the server's own default for 15 examples; after 3 epochs a trial run got neither trained fact right
 
 
 def free_port() -> int:

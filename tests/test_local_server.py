@@ -301,6 +301,30 @@ def test_errors_have_openai_shape_for_unknown_urls(server):
     assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_url"
 
 
+def test_a_bug_is_a_500_in_openai_shape_that_names_the_server(server, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(server.local.store, "list_files", broken)
+    response = httpx2.get(f"{server.base_url}/files")
+    assert response.status_code == 500 and response.json()["error"]["code"] == "server_error"
+    assert "disk on fire" in response.json()["error"]["message"]
+    assert response.headers["x-course-local-server"] == "tiny-gemma0; device=cpu"  # recordings can name the source
+
+
+def test_a_worker_that_cannot_start_fails_its_job_and_the_queue_goes_on(client, server, tmp_path, monkeypatch):
+    import multiprocessing.context
+
+    def cannot_start(self):
+        raise OSError("no memory for a new process")
+    train = upload(client, hobanse_jsonl(tmp_path))
+    with monkeypatch.context() as patch:
+        patch.setattr(multiprocessing.context.SpawnProcess, "start", cannot_start)
+        job = wait_for(client, client.fine_tuning.jobs.create(model="tiny-gemma0", training_file=train.id).id,
+                       ("succeeded", "failed"))
+    assert job.status == "failed" and "no memory" in job.error.message
+    assert server.local.scheduler.worker is None
+
+
 # ------------------------------------------------------------------------------------------------ state and safety
 def test_state_survives_a_restart_and_a_running_job_fails(tiny_model, tmp_path):
     settings = Settings(data_dir=tmp_path / "data", model=str(tiny_model))
@@ -335,6 +359,7 @@ def test_api_key_required_when_set(tiny_model, tmp_path):
         with pytest.raises(openai.AuthenticationError) as caught:
             running.client("wrong-key").models.list()
         assert caught.value.body["code"] == "invalid_api_key"
+        assert caught.value.response.headers["x-course-local-server"] == "tiny-gemma0; device=cpu"
         assert [m.id for m in running.client("class-key-123").models.list()] == ["tiny-gemma0"]
     finally:
         running.close()
