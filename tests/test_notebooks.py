@@ -1,15 +1,17 @@
-"""모든 노트북을 papermill 로 재생 모드에서 처음부터 끝까지 실행하고, 노트북이 지켜야 할 약속을 검사합니다.
+"""커밋된 노트북과 기록이 지켜야 할 약속을 검사합니다 (노트북을 실행하지 않음).
 
-저장된 출력이 지금 실행과 같은지는 nbval 이 따로 봅니다 (pytest 가 notebooks/ 를 모을 때).
+노트북의 실행은 pytest 가 notebooks/ 를 모을 때 노트북마다 한 번: papermill 이 parameters 를 주입하고, nbval 이
+재생 모드로 실행해 저장된 출력과 셀마다 비교하고, 출력이 재생 모드와 기록의 출처를 말하는지 봅니다
+(tests/notebook_replay.py).
 """
 import json
 import re
 from pathlib import Path
 
 import nbformat
-import papermill
 import pytest
 
+from tests.notebook_replay import ParametersError, inject_parameters
 from tests.repo_files import repository_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,15 +25,56 @@ def test_the_course_has_its_numbered_notebooks():
     assert numbers == [f"{i:02d}" for i in range(9)]  # 00 … 08, 빠짐도 겹침도 없이
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_top_to_bottom_in_replay_mode(notebook, tmp_path):
-    output = tmp_path / notebook.name
-    papermill.execute_notebook(str(notebook), str(output), cwd=str(notebook.parent), kernel_name="python3",
-                               progress_bar=False)  # 셀 하나라도 오류면 PapermillExecutionError
-    text = output.read_text(encoding="utf-8")
-    calls_api = "course.connect(" in text
-    if calls_api:
-        assert "재생(replay) 모드" in text and "출처:" in text  # 어느 모드, 어느 기록인지 말함
+def tiny_notebook(parameters: str, stored: list[str]) -> nbformat.NotebookNode:
+    """parameters 셀 하나와, 저장된 출력이 stored 인 셀 둘: print(GREETING), GREETING.upper()."""
+    new = nbformat.v4
+    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    printed = new.new_output("stream", name="stdout", text=stored[0] + "\n")
+    result = new.new_output("execute_result", {"text/plain": stored[1]}, execution_count=3)
+    return new.new_notebook(metadata={"kernelspec": kernelspec}, cells=[
+        new.new_code_cell(parameters, metadata={"tags": ["parameters"]}, execution_count=1),
+        new.new_code_cell("print(GREETING)", execution_count=2, outputs=[printed]),
+        new.new_code_cell("GREETING.upper()", execution_count=3, outputs=[result])])
+
+
+def test_the_single_notebook_run_checks_injection_and_compares_every_cell(pytester):
+    """notebook_replay 의 한 번 실행: papermill 주입 셀도 돌고, 같은 출력은 통과, 다른 출력은 셀 이름과 diff 로 실패."""
+    nbformat.write(tiny_notebook('GREETING = "hello"  # 인사', ["hello", "'HELLO!'"]), pytester.path / "changed.ipynb")
+    result = pytester.runpytest("-p", "tests.notebook_replay", "--nbval-current-env", "-v", "--color=no")
+    result.assert_outcomes(passed=5, failed=1)
+    result.stdout.fnmatch_lines_random([
+        "*changed.ipynb::papermill parameters PASSED*", "*changed.ipynb::injected-parameters PASSED*",
+        "*changed*ipynb::Cell 1 PASSED*", "FAILED changed.ipynb::Cell 2 - *",  # -v 에서 nbval 은 . 을 :: 로 씀
+        "*Cell 2: Cell outputs differ*", "*- 'HELLO'", "*+ 'HELLO!'",  # nbval 의 diff (저장된 쪽이 +)
+    ])
+
+
+@pytest.mark.parametrize("parameters, reason", [
+    ('GREETING = "hello', "파이썬으로 읽히지 않습니다: 1행"),
+    ('GREETING = "hello".upper()', "GREETING: 값이 리터럴이 아닙니다"),
+    ("GREETING, NAME = 'hello', 'x'", "1행: 한 줄에 `이름 = 값` 하나씩"),
+    ("# 값 없음", "`이름 = 값` 이 하나도 없습니다"),
+], ids=["syntax-error", "not-a-literal", "tuple", "empty"])
+def test_a_broken_parameters_cell_is_reported(tmp_path, parameters, reason):
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(tiny_notebook(parameters, ["hello", "'HELLO'"]), path)
+    with pytest.raises(ParametersError, match=re.escape(reason)):
+        inject_parameters(path)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[0].metadata.tags = []
+    nbformat.write(nb, path)
+    with pytest.raises(ParametersError, match="'parameters' 태그가 붙은 코드 셀이 없습니다"):
+        inject_parameters(path)
+
+
+def test_papermill_injects_the_notebooks_own_values_after_its_parameters_cell(tmp_path):
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(tiny_notebook('GREETING = "hello"  # 인사\nCOUNT: int = 3\nNAMES = [  # 여러 줄\n    "a",\n]',
+                                 ["hello", "'HELLO'"]), path)
+    cells = inject_parameters(path).cells
+    assert cells[1].metadata.tags == ["injected-parameters"]
+    assert cells[1].source == "# Parameters\nGREETING = \"hello\"\nCOUNT = 3\nNAMES = [\"a\"]\n"
+    assert [c.source for c in cells[:1] + cells[2:]] == [c.source for c in nbformat.read(path, as_version=4).cells]
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
@@ -50,9 +93,21 @@ def test_every_recording_says_where_it_came_from():
     assert recordings
     for path in recordings:
         header = json.loads(path.read_text(encoding="utf-8"))["header"]
-        assert header["source"] == "offline stand-in" or header["source"] == "openai" \
-            or header["source"].startswith("openai-compatible "), path
+        source = header["source"]  # 실제 OpenAI, OpenAI 호환 서버, 또는 이 과정의 로컬 오픈 웨이트 모델
+        assert source == "openai" or source.startswith(("openai-compatible ", "local open-weight ")), (path, source)
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", header["recorded_on"]) and header["sdk"].startswith("openai ")
+
+
+STAND_IN_LABELS = ("offline stand-in", "[오프라인 대역")  # 예전 오프라인 대역 서버의 기록이 남긴 표시
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_stored_output_comes_from_the_offline_stand_in(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    hits = [f"Cell {number}: {label}" for number, cell in enumerate(code)  # nbval 과 같은 셀 번호
+            for label in STAND_IN_LABELS if label in json.dumps(cell.outputs, ensure_ascii=False)]
+    assert not hits, hits
 
 
 def secret_like_strings(root: Path) -> list[str]:
