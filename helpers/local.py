@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx2
 
@@ -45,6 +46,11 @@ class LocalServer:
 def source_label(model: str, device: str) -> str:
     """기록 머리말의 출처: 어떤 모델을 어떤 방법으로 어디서 돌렸는지."""
     return f"local open-weight {model} (LoRA, {device.upper()})"
+
+
+def on_this_computer(url: str) -> bool:
+    """A server at 127.0.0.1/localhost computes on this CPU: its answers may take minutes, not seconds."""
+    return urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 def port() -> int:
