@@ -27,8 +27,8 @@ class Scrubber:
         (re.compile(r"org-[A-Za-z0-9]{12,}"), "org-REDACTED"),
         (re.compile(r"user-[A-Za-z0-9]{12,}"), "user-REDACTED"),
         (re.compile(r"proj_[A-Za-z0-9]{12,}"), "proj_REDACTED"),
-        # ft:<기본 모델>:<조직 이름>:<접미사>:<id> 의 조직 이름
-        (re.compile(r"\b(ft:[^:\s\"']+:)(?!your-org:)[^:\s\"']+:"), r"\1your-org:"),
+        # ft:<기본 모델>:<조직 이름>:<접미사>:<id> 의 조직 이름 (로컬 서버의 "local" 은 조직이 아니므로 그대로)
+        (re.compile(r"\b(ft:[^:\s\"']+:)(?!your-org:|local:)[^:\s\"']+:"), r"\1your-org:"),
     ]
 
     def __init__(self, secrets=()):

@@ -3,6 +3,7 @@
     python tests/rerecord.py                 # 키 없음: 이 과정의 로컬 서버(오픈 웨이트 모델, LoRA, 이 컴퓨터)로 기록
     OPENAI_API_KEY=sk-... python tests/rerecord.py   # 키 있음: 실제 OpenAI API로 다시 기록 (강사용)
     python tests/rerecord.py 03              # 이름이 03 으로 시작하는 노트북만
+    python tests/rerecord.py --outputs-only 07   # 기록은 그대로 두고 저장된 출력만 다시 (출력 코드만 바꿨을 때)
 
 1단계: 노트북마다 COURSE_MODE=record 로 실행해 기록을 새로 씁니다 (이 실행의 출력은 버림).
 2단계: COURSE_MODE=replay 로 다시 실행해 그 출력을 노트북에 저장합니다 — 커밋되는 출력은 언제나 재생 출력이라
@@ -79,8 +80,20 @@ def start_local_server(scratch: Path) -> None:
     print("기록 출처:", local.source_label(server.model, server.device))
 
 
+def save_replayed_outputs(notebooks: list[Path]) -> None:
+    for notebook in notebooks:
+        print("재생하며 출력 저장:", notebook.name, flush=True)
+        run(notebook, "replay", notebook)
+        strip_run_metadata(notebook)
+
+
 def main(prefixes: list[str]) -> None:
+    outputs_only = "--outputs-only" in prefixes
+    prefixes = [p for p in prefixes if p != "--outputs-only"]
     notebooks = sorted(p for p in NOTEBOOKS.glob("[0-9]*.ipynb") if not prefixes or p.name.startswith(tuple(prefixes)))
+    if outputs_only:
+        save_replayed_outputs(notebooks)
+        return
     scratch = paths.OUTPUT_DIR / "rerecord"  # 버리는 실행 출력도 실습 파일과 같은 한 곳(output/, 커밋하지 않음)에
     scratch.mkdir(parents=True, exist_ok=True)
     on_openai = bool(os.environ.get("OPENAI_API_KEY"))
@@ -101,10 +114,7 @@ def main(prefixes: list[str]) -> None:
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
         if not on_openai:
             os.environ.pop(name, None)
-    for notebook in notebooks:
-        print("재생하며 출력 저장:", notebook.name, flush=True)
-        run(notebook, "replay", notebook)
-        strip_run_metadata(notebook)
+    save_replayed_outputs(notebooks)
 
 
 if __name__ == "__main__":

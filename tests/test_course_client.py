@@ -128,6 +128,14 @@ def test_scrubber_catches_key_shapes_without_being_told_the_secret():
                      "p": "proj_REDACTED", "h": "Bearer REDACTED", "korean": "호반스 유저-설명"}
 
 
+def test_scrubber_hides_an_organisation_in_a_model_name_but_not_the_local_servers():
+    scrub = course.Scrubber()
+    assert scrub("ft:gpt-4.1-mini-2025-04-14:acme-corp:hobanse:abc123") == \
+        "ft:gpt-4.1-mini-2025-04-14:your-org:hobanse:abc123"
+    assert scrub("ft:gemma-3-270m:local:hobanse:92des7p2:ckpt-step-15") == \
+        "ft:gemma-3-270m:local:hobanse:92des7p2:ckpt-step-15"  # "local" is the course's server, not an account
+
+
 def test_replay_miss_names_the_request_and_how_to_record(tmp_path):
     path = tmp_path / "t.json"
     exercise(recording_client(path))
