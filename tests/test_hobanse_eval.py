@@ -25,7 +25,7 @@ def test_fact_found_across_spacing_and_number_words(answer, fact):
     ("호반스는 4명에서 6명으로 구성되는 스포츠입니다.", "3명"),  # 슬라이드의 기본 모델 답 (환각)
     ("한쪽 다리로 서야 합니다", "1쪽"),  # "한쪽"은 수가 아님
     ("이번 경기에서는 공을 씁니다", "2번"),  # "이번"은 2번이 아님
-    ("[오프라인 대역 응답] 이 글은 모델의 답이 아닙니다.", "심판"),
+    ("you are factual chatbot.\n\n경기 규칙은?", "심판"),  # 사전 학습 모델이 질문을 되풀이한 답
 ])
 def test_fact_not_found_where_it_is_not(answer, fact):
     assert not has_fact(answer, fact)
