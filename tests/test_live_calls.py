@@ -9,7 +9,7 @@ import httpx2
 import openai
 import pytest
 
-from helpers import cleanup, course, live, modes, paths, scrub
+from helpers import cleanup, course, live, local, modes, paths, scrub
 from helpers.errors import CourseAPIError, CourseError
 from helpers.explain import explain_api_error
 
@@ -142,6 +142,8 @@ def test_the_client_gives_up_on_a_hung_server_within_a_classroom_timeout(clean_e
     accepted = []
     threading.Thread(target=lambda: accepted.append(silent.accept()), daemon=True).start()
     monkeypatch.setattr(live, "TIMEOUT_SECONDS", 0.5)
+    # a server on this computer gets the long local timeout (it may compute for minutes): play a remote one
+    monkeypatch.setattr(local, "on_this_computer", lambda url: False)
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{silent.getsockname()[1]}/v1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-" + "fakeKEYforTHEtimeoutTEST0")
     client = course.connect("live", "nb")
@@ -153,6 +155,14 @@ def test_the_client_gives_up_on_a_hung_server_within_a_classroom_timeout(clean_e
     text = str(explain_api_error(caught.value))
     assert "시간 초과" in text and "연결하지 못했습니다" not in text
     silent.close()
+
+
+def test_a_server_on_this_computer_gets_the_long_local_timeout(clean_env, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8765/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "local-key")
+    assert course.connect("live", "nb").timeout.read == local.TIMEOUT.read >= 300
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://example.invalid/v1")
+    assert course.connect("live", "nb").timeout.read == live.TIMEOUT_SECONDS
 
 
 # ----------------------------------------------------------------------------- 14. 이상한 200 응답
