@@ -52,8 +52,9 @@ class PeakMemory(threading.Thread):
                     status = Path(f"/proc/{pid}/status").read_text()
                 except OSError:
                     continue
-                kb = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
-                self.peaks[pid] = max(self.peaks.get(pid, 0), kb)
+                peak = re.search(r"VmHWM:\s+(\d+)", status)
+                if peak:  # a process that has exited but not been reaped (a zombie) has no memory figures
+                    self.peaks[pid] = max(self.peaks.get(pid, 0), int(peak.group(1)))
 
     def gib(self, pid: int | None = None) -> float:
         if pid is not None:
