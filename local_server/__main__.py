@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import ipaddress
 import os
 import sys
@@ -12,6 +13,7 @@ from .base_model import DEFAULT_MODEL
 from .server import CACHE_DIR, LocalServer, Settings
 
 API_KEY_ENV = "LOCAL_SERVER_API_KEY"
+M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,7 +48,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives busy threads their own malloc arenas, which keep the memory of freed batches: in the benchmark
+    the serving peak was 2.69 GiB with the default and 2.44 GiB with 2 arenas. Linux/glibc only; a no-op elsewhere."""
+    if sys.platform.startswith("linux") and "MALLOC_ARENA_MAX" not in os.environ:
+        try:
+            ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas)
+        except (OSError, AttributeError):  # not glibc (e.g. musl)
+            pass
+
+
 def main(argv=None) -> int:
+    limit_malloc_arenas()  # before any thread starts
     args = parse_args(argv)
     if not is_loopback(args.host) and not args.api_key:
         print(f"⚠ {args.host} 에서 들으면 다른 컴퓨터도 이 서버에 요청할 수 있습니다. --api-key 로 키를 정해 주세요 "
