@@ -4,6 +4,21 @@ torch 와 transformers 는 이 fixture 를 쓰는 테스트가 있을 때만 불
 """
 import pytest
 
+from helpers import modes, paths, scrub
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """개발자 컴퓨터의 키, .env, 기록과 출력 폴더가 테스트에 새어 들지 않게: 모든 자리를 tmp_path 로."""
+    for name in (*modes.SETTING_NAMES, modes.MODE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(paths, "ROOT", tmp_path)
+    monkeypatch.setattr(paths, "RECORDINGS_DIR", tmp_path / "recordings")
+    monkeypatch.setattr(paths, "OUTPUT_DIR", tmp_path / "output")
+    monkeypatch.setattr(scrub, "CONFIGURED_SECRETS", set())
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):

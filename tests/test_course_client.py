@@ -5,26 +5,13 @@ import httpx2
 import openai
 import pytest
 
-from helpers import course, paths, scrub
+from helpers import course
 from helpers.recordings import RecordingTransport, ReplayTransport
 
 # Pieced together at run time so that this file itself never holds a secret-shaped string.
 PLANTED_KEY = "sk-" + "proj-PLANTEDfakeKEY0123456789abcdefXYZ"
 PLANTED_ORG = "org-" + "PLANTEDfakeORG0123456789"
 PLANTED_PROJECT = "proj_" + "PLANTEDfakePROJECT012345"
-
-
-@pytest.fixture
-def no_keys(monkeypatch, tmp_path):
-    """개발자 컴퓨터의 키나 .env 가 테스트에 새어 들지 않게 합니다."""
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", course.MODE_ENV):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(paths, "ROOT", tmp_path)
-    monkeypatch.setattr(paths, "RECORDINGS_DIR", tmp_path / "recordings")
-    monkeypatch.setattr(paths, "OUTPUT_DIR", tmp_path / "output")
-    monkeypatch.setattr(scrub, "CONFIGURED_SECRETS", set())
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def fake_api(request: httpx2.Request) -> httpx2.Response:
@@ -169,16 +156,16 @@ def test_record_keeps_previous_file_and_rewrites_after_each_call(tmp_path):
     assert len(json.loads(path.read_text())["interactions"]) == 2
 
 
-def test_auto_mode_without_key_replays_and_says_so(no_keys, capsys):
-    exercise(recording_client(no_keys / "recordings" / "nb.json"))
+def test_auto_mode_without_key_replays_and_says_so(clean_env, capsys):
+    exercise(recording_client(clean_env / "recordings" / "nb.json"))
     client = course.connect("auto", "nb")
     assert course.mode_of(client) == "replay"
     out = capsys.readouterr().out
     assert "재생(replay) 모드" in out and "출처: openai" in out and "recordings/nb.json" in out
 
 
-def test_environment_variable_overrides_the_notebook_mode(no_keys, monkeypatch):
-    exercise(recording_client(no_keys / "recordings" / "nb.json"))
+def test_environment_variable_overrides_the_notebook_mode(clean_env, monkeypatch):
+    exercise(recording_client(clean_env / "recordings" / "nb.json"))
     monkeypatch.setenv("OPENAI_API_KEY", PLANTED_KEY)
     monkeypatch.setenv(course.MODE_ENV, "replay")
     client = course.connect("live", "nb")
@@ -186,19 +173,19 @@ def test_environment_variable_overrides_the_notebook_mode(no_keys, monkeypatch):
     assert client.api_key != PLANTED_KEY
 
 
-def test_auto_mode_with_key_in_dotenv_goes_live_without_printing_it(no_keys, capsys):
-    (no_keys / ".env").write_text(f"OPENAI_API_KEY={PLANTED_KEY}\n", encoding="utf-8")
+def test_auto_mode_with_key_in_dotenv_goes_live_without_printing_it(clean_env, capsys):
+    (clean_env / ".env").write_text(f"OPENAI_API_KEY={PLANTED_KEY}\n", encoding="utf-8")
     client = course.connect("auto", "nb")
     assert course.mode_of(client) == "live" and client.api_key == PLANTED_KEY
     assert PLANTED_KEY not in capsys.readouterr().out
 
 
-def test_live_without_key_and_without_terminal_gives_a_korean_error(no_keys):
+def test_live_without_key_and_without_terminal_gives_a_korean_error(clean_env):
     with pytest.raises(course.CourseError, match="API 키가 없습니다"):
         course.connect("live", "nb")
 
 
-def test_unknown_mode_and_missing_recording_are_explained(no_keys):
+def test_unknown_mode_and_missing_recording_are_explained(clean_env):
     with pytest.raises(course.CourseError, match="MODE"):
         course.connect("offline", "nb")
     with pytest.raises(course.CourseError, match="기록 파일이 없습니다"):

@@ -9,23 +9,11 @@ import httpx2
 import openai
 import pytest
 
-from helpers import cleanup, course, live, local, modes, paths, scrub
+from helpers import cleanup, course, live, local, modes
 from helpers.errors import CourseAPIError, CourseError
 from helpers.explain import explain_api_error
 
 BASE = "https://api.openai.com/v1"
-
-
-@pytest.fixture
-def clean_env(monkeypatch, tmp_path):
-    for name in (*modes.SETTING_NAMES, modes.MODE_ENV):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(paths, "ROOT", tmp_path)
-    monkeypatch.setattr(paths, "RECORDINGS_DIR", tmp_path / "recordings")
-    monkeypatch.setattr(paths, "OUTPUT_DIR", tmp_path / "output")
-    monkeypatch.setattr(scrub, "CONFIGURED_SECRETS", set())
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def live_client(handler, max_retries=2):
