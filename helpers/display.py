@@ -25,3 +25,9 @@ class WrappedTable:
 def wrapped(table: pd.DataFrame) -> WrappedTable:
     """긴 글이 든 표를 끝까지 읽을 수 있게 보여 줍니다: `display.wrapped(df)` 를 셀의 마지막 줄에."""
     return WrappedTable(table)
+
+
+def one_line(text: str, limit: int = 120) -> str:
+    """긴 답을 한 줄로: 줄 바꿈은 ⏎ 로, limit 글자 넘는 부분은 … 로 (기본 모델이 끝없이 이어 쓴 글을 짧게 보기)."""
+    flat = text.strip().replace("\n", " ⏎ ")
+    return flat if len(flat) <= limit else flat[:limit] + f"… (모두 {len(text)}자)"
