@@ -22,6 +22,7 @@ DEFAULT_MODEL = "gemma-3-270m"
 GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 GGUF_BYTES = 253_113_024
 DEVICES = ("cuda", "mps", "cpu")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def prepare_model(model: str, cache_dir: Path, progress=print) -> Path | str:
@@ -109,10 +110,27 @@ def pick_device(option: str = "auto") -> str:
     return option
 
 
+def pick_dtype(device: str, option: str = "auto") -> torch.dtype:
+    """The dtype to serve in: for "auto", bfloat16 where the hardware computes it natively, else float32.
+
+    A CPU with AVX-512 BF16 or AMX runs the model's matrix products about 2x faster in bfloat16 (Gemma's own
+    training dtype); elsewhere bfloat16 is emulated and slower, so float32 stays. Training always uses float32.
+    """
+    if option != "auto":
+        if option not in DTYPES:
+            raise ValueError(f"알 수 없는 dtype입니다: {option!r} (auto, {', '.join(DTYPES)} 중 하나)")
+        return DTYPES[option]
+    if device == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:  # torch.cpu's feature checks are the only public-ish report of these CPU features
+        native = device == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return torch.bfloat16 if native else torch.float32
+
+
 def load_model_and_tokenizer(source: Path | str, device: str, dtype: torch.dtype | None = None):
-    """Load for inference: float32 unless `dtype` is given (bfloat16 on CUDA), eval mode, turn format, pad token."""
+    """Load for inference (dtype: pick_dtype's choice unless given), eval mode, turn format, pad token."""
     if dtype is None:
-        dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        dtype = pick_dtype(device)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
     tokenizer = use_turn_format(AutoTokenizer.from_pretrained(source))
     if tokenizer.pad_token is None:

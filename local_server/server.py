@@ -10,7 +10,8 @@ import platformdirs
 
 from helpers import chat_data
 
-from .base_model import context_length, load_model_and_tokenizer, pick_device, prepare_model, public_model_id
+from .base_model import (context_length, load_model_and_tokenizer, pick_device, pick_dtype, prepare_model,
+                         public_model_id)
 from .errors import ApiError
 from .inference import Engine
 from .jobs import Scheduler
@@ -25,6 +26,7 @@ class Settings:
     data_dir: Path
     model: str
     device: str = "auto"
+    dtype: str = "auto"  # serving only: "auto" is bfloat16 where the hardware computes it natively
     host: str = "127.0.0.1"
     port: int = 8765
     api_key: str | None = None
@@ -42,7 +44,8 @@ class LocalServer:
         self.model_source = prepare_model(settings.model, settings.model_cache_dir, progress)
         self.base_model_id = public_model_id(settings.model)
         started = time.monotonic()
-        model, self.tokenizer = load_model_and_tokenizer(self.model_source, self.device)
+        self.dtype = pick_dtype(self.device, settings.dtype)
+        model, self.tokenizer = load_model_and_tokenizer(self.model_source, self.device, self.dtype)
         self.load_seconds = time.monotonic() - started
         self.context_length = context_length(model)
         self.engine = Engine(model, self.tokenizer, self.device, max_batch=settings.max_batch)

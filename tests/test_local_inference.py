@@ -14,9 +14,9 @@ from transformers import AutoModelForCausalLM, GenerationConfig
 
 from local_server import base_model, inference
 from local_server.base_model import (DEFAULT_MODEL, context_length, load_model_and_tokenizer, pick_device,
-                                     prepare_model, public_model_id)
+                                     pick_dtype, prepare_model, public_model_id)
 from local_server.chat_format import END_OF_TURN
-from local_server.inference import Engine, GenerationRequest
+from local_server.inference import Engine, GenerationRequest, _Row
 from tests.tiny_model import make_tiny_model
 
 LONG_TEXT = ("The pitcher threw a fastball and the batter hit a home run over the fence. " * 6).strip()
@@ -29,7 +29,8 @@ def tiny(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def loaded(tiny):
-    return load_model_and_tokenizer(tiny, "cpu")
+    # float32 on every machine: these tests compare batched and single runs to 1e-4
+    return load_model_and_tokenizer(tiny, "cpu", torch.float32)
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,17 @@ def test_pick_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError):
             pick_device("cuda")
+
+
+def test_pick_dtype(monkeypatch):
+    assert pick_dtype("cpu", "float32") == torch.float32 and pick_dtype("mps", "bfloat16") == torch.bfloat16
+    with pytest.raises(ValueError, match="float16"):
+        pick_dtype("cpu", "float16")
+    assert pick_dtype("mps") == torch.float32
+    for native in (True, False):  # "auto" on a CPU follows its bfloat16 hardware
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert pick_dtype("cpu") == (torch.bfloat16 if native else torch.float32)
 
 
 def assembles(content: bytes):
@@ -298,6 +310,39 @@ def test_mixed_adapters_in_one_batch(engine, loaded, adapters):
     finally:  # the next tests wrap the same model object in engines of their own
         for adapter in adapters:
             engine.forget_adapter(adapter)
+
+
+def test_bfloat16_serving_with_adapters(tiny, loaded, adapters):
+    """A bfloat16 model serves float32-trained adapters in bfloat16, close to the float32 answers."""
+    model, tokenizer = load_model_and_tokenizer(tiny, "cpu", torch.bfloat16)
+    engine, reference = Engine(model, tokenizer, "cpu"), Engine(*loaded, "cpu")
+    requests = [GenerationRequest(chat(tokenizer, text), adapter=adapter, max_tokens=1, temperature=0, top_logprobs=3)
+                for text in ("Who won?", LONG_TEXT) for adapter in (None, adapters[1])]
+    try:
+        scored, expected = engine.generate(requests), reference.generate(requests)
+        lora = engine._peft.base_model.model.model.layers[0].mlp.up_proj.lora_A
+        assert all(weight.dtype == torch.bfloat16 for weight in lora.parameters())
+    finally:
+        reference.forget_adapter(adapters[1])
+        reference.close()
+        engine.close()
+    for got, want in zip(scored, expected):
+        top = {e["token"]: e["logprob"] for e in got.choices[0].logprobs[0]["top_logprobs"]}
+        for entry in want.choices[0].logprobs[0]["top_logprobs"][:1]:
+            assert top.get(entry["token"]) == pytest.approx(entry["logprob"], abs=0.1)
+
+
+def test_prompts_are_grouped_by_length_at_least_cost(engine):
+    def prompts(lengths, max_tokens=1):
+        return [((None, (1,) * n), [_Row(GenerationRequest([1] * n, max_tokens=max_tokens), None)]) for n in lengths]
+    widths = lambda groups: [[len(prompt) for (_, prompt), _ in group] for group in groups]  # noqa: E731
+    # short posts are not padded to a long one's length ...
+    assert widths(engine._group(prompts([300, 20, 20, 20, 20, 20]))) == [[20] * 5, [300]]
+    # ... near lengths share a pass ...
+    assert widths(engine._group(prompts([30, 20, 25]))) == [[20, 25, 30]]
+    # ... and answers of many tokens decode together rather than one batch after another
+    assert widths(engine._group(prompts([300, 20, 20, 20, 20, 20], max_tokens=60))) == [[20] * 5 + [300]]
+    assert len(engine._group(prompts([10] * 40))) == 3  # at most max_batch rows per pass
 
 
 def test_least_recently_used_adapter_is_unloaded(loaded, adapters):
