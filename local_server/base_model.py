@@ -110,28 +110,27 @@ def pick_device(option: str = "auto") -> str:
     return option
 
 
-def pick_dtype(device: str, option: str = "auto") -> torch.dtype:
-    """The dtype to serve in: for "auto", bfloat16 where the hardware computes it natively, else float32.
+def pick_dtype(device: str, option: str = "auto") -> str:
+    """The base model's dtype (a DTYPES name): for "auto", bfloat16 where the hardware computes it natively.
 
     A CPU with AVX-512 BF16 or AMX runs the model's matrix products about 2x faster in bfloat16 (Gemma's own
-    training dtype); elsewhere bfloat16 is emulated and slower, so float32 stays. Training always uses float32.
+    training dtype); elsewhere bfloat16 is emulated and slower, so float32 stays. Serving and training use the same
+    base weights; the LoRA weights train in float32 either way.
     """
     if option != "auto":
         if option not in DTYPES:
             raise ValueError(f"알 수 없는 dtype입니다: {option!r} (auto, {', '.join(DTYPES)} 중 하나)")
-        return DTYPES[option]
+        return option
     if device == "cuda":
         native = torch.cuda.is_bf16_supported()
     else:  # torch.cpu's feature checks are the only public-ish report of these CPU features
         native = device == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    return torch.bfloat16 if native else torch.float32
+    return "bfloat16" if native else "float32"
 
 
-def load_model_and_tokenizer(source: Path | str, device: str, dtype: torch.dtype | None = None):
-    """Load for inference (dtype: pick_dtype's choice unless given), eval mode, turn format, pad token."""
-    if dtype is None:
-        dtype = pick_dtype(device)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
+def load_model_and_tokenizer(source: Path | str, device: str, dtype: str | None = None):
+    """Load for inference (dtype: a DTYPES name; pick_dtype's if None), eval mode, turn format, pad token."""
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype or pick_dtype(device)]).to(device).eval()
     tokenizer = use_turn_format(AutoTokenizer.from_pretrained(source))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

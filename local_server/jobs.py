@@ -39,10 +39,11 @@ def read_examples(store: Store, file_id: str) -> list[list[dict]]:
 class Scheduler(threading.Thread):
     """Moves jobs along and runs at most one training worker process at a time."""
 
-    def __init__(self, store: Store, base_model_id: str, model_source: str, device: str, poll_seconds: float = 0.2):
+    def __init__(self, store: Store, base_model_id: str, model_source: str, device: str, dtype: str = "float32",
+                 poll_seconds: float = 0.2):
         super().__init__(name="job-scheduler", daemon=True)
         self.store, self.base_model_id = store, base_model_id
-        self.model_source, self.device = model_source, device
+        self.model_source, self.device, self.dtype = model_source, device, dtype
         self.poll_seconds = poll_seconds
         self.worker: multiprocessing.Process | None = None
         self.worker_job: str | None = None
@@ -98,7 +99,7 @@ class Scheduler(threading.Thread):
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks copied
         self.worker = context.Process(target=run_job, name=f"train-{job['id']}", daemon=True,
                                       args=(str(self.store.data_dir), job["id"], self.base_model_id,
-                                            self.model_source, self.device))
+                                            self.model_source, self.device, self.dtype))
         self.worker_job, self.cancelled_at = job["id"], None
         try:
             self.worker.start()
@@ -166,17 +167,18 @@ def result_csv(rows: list[dict]) -> bytes:
     return base64.b64encode(out.getvalue().encode("utf-8"))
 
 
-def run_job(data_dir: str, job_id: str, base_model_id: str, model_source: str, device: str) -> None:
+def run_job(data_dir: str, job_id: str, base_model_id: str, model_source: str, device: str,
+            dtype: str = "float32") -> None:
     """The training worker process: train one job for real and record everything it produces."""
     store = Store(Path(data_dir))
     job = store.job(job_id)
     try:
-        store.add_event(job_id, f"이 컴퓨터에서 {base_model_id} 모델을 LoRA 로 학습합니다 (장치: {device}). "
+        store.add_event(job_id, f"이 컴퓨터에서 {base_model_id} 모델을 LoRA 로 학습합니다 (장치: {device}, {dtype}). "
                                 "OpenAI 서버가 아니라 이 과정의 로컬 서버가 만든 작업입니다.")
         hyper = job["hyperparameters"]
         model_id = fine_tuned_model_id(base_model_id, job["suffix"], job_id)
         spec = TrainingSpec(
-            base_model=model_source, device=device,
+            base_model=model_source, device=device, base_dtype=dtype,
             training=read_examples(store, job["training_file"]),
             validation=read_examples(store, job["validation_file"]) if job["validation_file"] else None,
             n_epochs=hyper["n_epochs"], batch_size=hyper["batch_size"],

@@ -26,7 +26,7 @@ class Settings:
     data_dir: Path
     model: str
     device: str = "auto"
-    dtype: str = "auto"  # serving only: "auto" is bfloat16 where the hardware computes it natively
+    dtype: str = "auto"  # the base model's, for serving and training: "auto" is bfloat16 where computed natively
     host: str = "127.0.0.1"
     port: int = 8765
     api_key: str | None = None
@@ -51,7 +51,7 @@ class LocalServer:
         self.engine = Engine(model, self.tokenizer, self.device, max_batch=settings.max_batch)
         self.fingerprint = f"fp_local_{self.base_model_id}"
         self.started_at = int(time.time())
-        self.scheduler = Scheduler(self.store, self.base_model_id, str(self.model_source), self.device)
+        self.scheduler = Scheduler(self.store, self.base_model_id, str(self.model_source), self.device, self.dtype)
         self.scheduler.recover()
         self.scheduler.start()
 

@@ -52,10 +52,10 @@ class Sink:
 
 
 def spec(base, output_dir, training_examples=HOBANSE, validation=None, n_epochs=2, batch_size=4,
-         learning_rate=1e-3, seed=0):
+         learning_rate=1e-3, seed=0, base_dtype="float32"):
     return training.TrainingSpec(base_model=base, device="cpu", training=training_examples, validation=validation,
                                  n_epochs=n_epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                                 output_dir=output_dir)
+                                 output_dir=output_dir, base_dtype=base_dtype)
 
 
 def adapter_tensors(folder):
@@ -194,11 +194,14 @@ def test_should_stop_ends_the_job_after_the_step(tiny, tmp_path, stop_after):
     assert not any(tmp_path.glob("ckpt-step-*"))
 
 
-def test_training_learns_a_small_memorisation_task(tiny, tmp_path):
+@pytest.mark.parametrize("base_dtype", ["float32", "bfloat16"])
+def test_training_learns_a_small_memorisation_task(tiny, tmp_path, base_dtype):
     examples = [[{"role": "user", "content": f"What is the color of ball {k}?"},
                  {"role": "assistant", "content": "The ball is red."}] for k in range(10)]
     sink = Sink()
-    training.train(spec(tiny, tmp_path, examples, n_epochs=3, batch_size=1, learning_rate=1e-2), sink)
+    outcome = training.train(spec(tiny, tmp_path, examples, n_epochs=3, batch_size=1, learning_rate=1e-2,
+                                  base_dtype=base_dtype), sink)
+    assert {t.dtype for t in adapter_tensors(outcome.final_adapter).values()} == {torch.float32}
     first, last_epoch = sink.metrics_rows[0], sink.metrics_rows[-10:]
     # The tiny random model's logits are small, so its loss cannot fall far; its top-1 guesses show what it learned.
     assert first["train_mean_token_accuracy"] < 0.5
