@@ -332,6 +332,21 @@ def test_bfloat16_serving_with_adapters(tiny, loaded, adapters):
             assert top.get(entry["token"]) == pytest.approx(entry["logprob"], abs=0.1)
 
 
+def test_output_layer_gets_a_contiguous_input(engine, loaded, adapters):
+    """Under peft a non-contiguous last-position slice makes torch copy the output weight for every row."""
+    seen = []
+    probe = loaded[0].get_output_embeddings().register_forward_pre_hook(
+        lambda _, args: seen.append(args[0].is_contiguous()))  # runs after the engine's own hook
+    requests = [GenerationRequest(chat(loaded[1], text), adapter=adapters[0], max_tokens=1, temperature=0)
+                for text in ("Who won?", "Who lost?")]  # one batch: a (2, 1, hidden) slice of a longer tensor
+    try:
+        engine.generate(requests)
+    finally:
+        probe.remove()
+        engine.forget_adapter(adapters[0])
+    assert seen and all(seen)
+
+
 def test_prompts_are_grouped_by_length_at_least_cost(engine):
     def prompts(lengths, max_tokens=1):
         return [((None, (1,) * n), [_Row(GenerationRequest([1] * n, max_tokens=max_tokens), None)]) for n in lengths]
