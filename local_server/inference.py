@@ -37,7 +37,7 @@ PREFILL_TOKENS = 4096
 # A forward pass costs about as much as this many prompt tokens on top of its tokens (measured on a 2-core
 # CPU: ~85 ms per pass, ~0.9 ms per prompt token in bfloat16); used to weigh padding against more passes.
 FORWARD_COST_TOKENS = 96
-MAX_GATHER_SECONDS = 0.2
+MAX_GATHER_SECONDS = 0.2  # the longest a batch waits for more requests (see Engine._serve)
 NUCLEUS_CANDIDATES = 1024
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 _BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
