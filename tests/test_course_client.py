@@ -208,3 +208,38 @@ def test_other_api_errors_get_their_own_advice():
         err = openai.APIStatusError(f"said {PLANTED_KEY}", response=response, body=None)
         text = str(course.explain_api_error(err))
         assert words in text and PLANTED_KEY not in text
+
+
+# ----------------------------------------------------------------------------- 이슈 18의 1: 거절한 까닭 먼저
+
+TRAINING = "\n".join(json.dumps({"messages": [{"role": "user", "content": f"질문 {i}"},
+                                               {"role": "assistant", "content": "답"}]}) for i in range(10))
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"hyperparameters": {"n_epochs": 0}}, "n_epochs"),
+    ({"hyperparameters": {"learning_rate_multiplier": -1}}, "learning_rate_multiplier"),
+    ({"model": "no-such-model"}, "model"),
+])
+def test_a_job_the_local_server_refuses_shows_its_reason_not_the_shutdown(tiny_server, change, field):
+    client = tiny_server.client()
+    training = client.files.create(file=("t.jsonl", TRAINING.encode()), purpose="fine-tune")
+    request = {"model": tiny_server.model, "training_file": training.id, **change}
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.fine_tuning.jobs.create(**request)
+    text = str(course.explain_api_error(caught.value))
+    first_line = text.splitlines()[0]
+    assert field in first_line and caught.value.message in first_line  # 서버의 말이 첫 줄에
+    assert "거절" in first_line and "고친 뒤" in text
+    assert "2027-01-06" not in text and "잘못이 아닙니다" not in text
+
+
+def test_openais_invalid_hyperparameter_is_not_explained_as_the_shutdown():
+    request = httpx2.Request("POST", "https://api.openai.com/v1/fine_tuning/jobs")
+    said = "Invalid n_epochs: 0. Must be between 1 and 50."
+    body = {"message": said, "type": "invalid_request_error", "param": "hyperparameters.n_epochs", "code": None}
+    err = openai.BadRequestError(said, response=httpx2.Response(400, request=request, json={"error": body}),
+                                 body=body)
+    text = str(course.explain_api_error(err))
+    assert text.startswith("서버가 작업 요청의 n_epochs 값을 거절했습니다: " + said)
+    assert "1~50" in text and "2027-01-06" not in text
