@@ -8,7 +8,7 @@ import openai
 
 from helpers import local, modes
 from helpers.errors import CourseError
-from helpers.live import TIMEOUT_SECONDS
+from helpers.live import seconds_in_force
 from helpers.scrub import Scrubber
 
 WIND_DOWN = ("OpenAI는 셀프서비스 미세 조정을 닫는 중입니다: 2026-05-07부터 미세 조정을 해 본 적 없는 조직, "
@@ -31,7 +31,7 @@ def explain_api_error(err: Exception) -> CourseError:
     replay = modes.replay_advice()
     refused_field = _refused_field(err) if creating_job and status in (400, 403, 404) else None
     if isinstance(err, openai.APITimeoutError):
-        text = (f"시간 초과: 서버가 {TIMEOUT_SECONDS}초 안에 답하지 않았습니다 (다시 보내도 마찬가지). 서버가 바쁘거나 "
+        text = (f"시간 초과: 서버가 {seconds_in_force(request)}초 안에 답하지 않았습니다 (다시 보내도 마찬가지). 서버가 바쁘거나 "
                 f"멈춘 것 같습니다. 잠시 뒤 같은 셀을 다시 실행하세요. {replay}")
     elif isinstance(err, openai.APIConnectionError):
         text = f"API 서버에 연결하지 못했습니다 (네트워크, 방화벽, OPENAI_BASE_URL 을 확인하세요). {replay}"
