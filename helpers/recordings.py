@@ -279,8 +279,10 @@ class ReplayTransport(httpx2.BaseTransport):
         self.path = Path(path)
         if not self.path.is_file():
             raise CourseError(
-                f"재생할 기록 파일이 없습니다: {paths.shown(self.path)}. API 키를 설정하고 "
-                f'MODE = "record" 로 이 노트북을 실행하면 만들어집니다. {RERECORD_HINT}'
+                f"재생할 기록 파일이 없습니다: {paths.shown(self.path)}.\n"
+                f"  저장소에 들어 있던 기록을 되살리려면: git checkout -- {paths.shown(paths.RECORDINGS_DIR)}\n"
+                '  키 없이 직접 실행하려면 MODE = "local" (이 컴퓨터의 오픈 웨이트 모델로 학습하고 답합니다).\n'
+                f'  API 키가 있으면 MODE = "record" 로 이 노트북을 실행해 새로 기록할 수 있습니다. {RERECORD_HINT}'
             )
         recording = read_recording(self.path)
         self.header = recording["header"]

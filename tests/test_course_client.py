@@ -192,6 +192,14 @@ def test_unknown_mode_and_missing_recording_are_explained(clean_env):
         course.connect("replay", "does_not_exist")
 
 
+def test_no_recording_and_no_key_names_restoring_the_recordings_and_local_mode(clean_env):
+    with pytest.raises(course.CourseError) as caught:
+        course.connect("auto", "03_hobanse_finetune")  # 키가 없어 재생인데 기록이 없음
+    message = str(caught.value)
+    assert "git checkout -- recordings" in message  # clean_env 의 기록 폴더 (저장소에서는 data/recordings)
+    assert 'MODE = "local"' in message and 'MODE = "record"' in message
+
+
 def test_refused_fine_tuning_job_is_explained_with_the_wind_down_dates():
     request = httpx2.Request("POST", "https://api.openai.com/v1/fine_tuning/jobs")
     response = httpx2.Response(403, request=request, json={"error": {"message": "no"}})
