@@ -28,7 +28,7 @@ from helpers import cleanup, live, local, modes, paths
 from helpers.errors import CourseError
 from helpers.explain import explain_api_error, show_course_errors_briefly
 from helpers.modes import MODE_ENV, resolve_mode
-from helpers.recordings import RecordingTransport, ReplayMissError, ReplayTransport, read_recording
+from helpers.recordings import RecordingTransport, ReplayMissError, ReplayTransport, follow_cell_reruns, read_recording
 from helpers.scrub import Scrubber, remember_secrets
 
 __all__ = ["connect", "mode_of", "pause", "utc", "recording_header", "base_model", "fine_tuned_model", "delete_if_mine",
@@ -53,6 +53,7 @@ def connect(mode: str = "auto", recording: str = "scratch", dataset: str = "") -
     path = paths.RECORDINGS_DIR / f"{recording}.json"
     if resolved == "replay":
         transport = ReplayTransport(path)
+        follow_cell_reruns(transport)  # 셀을 다시 실행하면 그 셀의 기록된 응답을 다시
         client = openai.OpenAI(api_key="replay-mode-no-key", organization=None, project=None,
                                base_url=transport.BASE_URL, max_retries=0,
                                http_client=openai.DefaultHttpxClient(transport=transport))

@@ -294,8 +294,18 @@ class ReplayTransport(httpx2.BaseTransport):
                 queue.pop()  # SDK 가 실패 뒤 다시 보내 성공한 요청: 학습자가 본 것은 마지막 결과뿐
             queue.append(interaction["response"])
         self.used: dict[str, int] = {}
+        self.used_before_cell: dict[str, dict[str, int]] = {}  # 셀마다, 그 셀을 처음 실행할 때의 재생 위치
         self.lock = threading.Lock()  # 여러 스레드가 함께 물어도 같은 요청의 응답을 기록된 순서대로 한 번씩
         self.scrub = Scrubber()
+
+    def cell_starts(self, cell: str) -> None:
+        """노트북의 셀 하나가 실행되기 직전에 불립니다 (follow_cell_reruns). 처음 실행하는 셀이면 지금 재생 위치를
+        적어 두고, 다시 실행하는 셀이면 그 위치로 되돌립니다: 같은 셀은 처음 실행 때와 같은 응답을 다시 받습니다."""
+        with self.lock:
+            if cell in self.used_before_cell:
+                self.used = dict(self.used_before_cell[cell])
+            else:
+                self.used_before_cell[cell] = dict(self.used)
 
     def describe(self) -> str:
         h = self.header
@@ -331,7 +341,8 @@ class ReplayTransport(httpx2.BaseTransport):
         ]
         if recorded_times:
             lines.append(f"  이 요청은 기록에 {recorded_times}번 있고, 그 응답을 모두 썼습니다 (지금이 {recorded_times + 1}번째). "
-                         "기록할 때보다 더 여러 번 묻고 있습니다 (예: 반복 횟수를 늘림). 없는 답을 지어내지 않고 멈춥니다.")
+                         "기록할 때보다 더 여러 번 묻고 있습니다 (예: 반복 횟수를 늘림). 없는 답을 지어내지 않고 멈춥니다. "
+                         "처음부터 다시 재생하려면 course.connect 셀부터 다시 실행하세요.")
         else:
             same_route = [r for r in self.requests
                           if r["method"] == described["method"] and r["path"] == described["path"]]
@@ -345,6 +356,33 @@ class ReplayTransport(httpx2.BaseTransport):
             f'되돌리세요. 키가 있으면 MODE = "record" 로 이 요청을 새로 기록할 수 있습니다. {RERECORD_HINT}'
         )
         return "\n".join(lines)
+
+
+_following: list = []  # 셀 다시 실행을 따라가는 훅: 마지막 connect 의 재생 전송 하나만
+
+
+def follow_cell_reruns(transport: ReplayTransport) -> None:
+    """주피터(IPython) 안이면, 셀을 실행할 때마다 transport.cell_starts 를 부르게 합니다 (pre_run_cell 이벤트).
+
+    셀을 다시 실행하는 것은 노트북에서 가장 흔한 일입니다. 셀은 JupyterLab 이 주는 cell_id 로, 없으면 셀의
+    내용으로 알아봅니다. connect 셀을 다시 실행하면 새 전송이 앞의 것을 대신해 처음부터 재생합니다.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def before_cell(info):
+        transport.cell_starts(getattr(info, "cell_id", None) or info.raw_cell)
+
+    for hook in _following:
+        if hook in shell.events.callbacks["pre_run_cell"]:
+            shell.events.unregister("pre_run_cell", hook)
+    _following[:] = [before_cell]
+    shell.events.register("pre_run_cell", before_cell)
 
 
 def _summary(described: dict) -> str:
