@@ -9,12 +9,14 @@ vcrpy 대신 직접 만든 이유: vcrpy 는 전역으로 패치하고 카세트
 """
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import email.parser
 import email.policy
 import hashlib
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -154,8 +156,10 @@ class RecordingFile:
 
     - 덧붙이기는 끝의 `]}` 앞에 한 번의 write 로 씁니다: 비용이 파일 크기와 상관없고, 커널이 죽어도 파일은
       언제나 온전한 JSON 입니다 (write 하나는 프로세스가 죽어도 반쯤 쓰이지 않음).
-    - 새 기록은 먼저 <이름>.json.tmp 에 쓰고, 성공한 응답을 처음 받을 때에야 원래 기록을 <이름>.previous.json 으로
-      옮기고 그 자리에 들어갑니다. 그래서 401 처럼 처음부터 실패한 실행은 좋은 기록도, 직전 기록도 건드리지 않습니다.
+    - 새 기록은 먼저 <이름>.json.tmp 에 쓰고, 성공한 응답을 처음 받을 때에야 원래 기록의 자리에 들어갑니다.
+      그래서 401 처럼 처음부터 실패한 실행은 좋은 기록도, 직전 기록도 건드리지 않습니다.
+    - 머리말의 "complete" 는 기록 실행이 오류 없이 끝났을 때(finish) true 가 됩니다. 원래 기록은 끝까지 마친
+      기록일 때만 <이름>.previous.json 으로 옮깁니다: 중간에 멈춘 실행이 두 번 이어져도 좋은 기록이 남습니다.
     """
 
     TAIL = b"\n]}\n"
@@ -165,13 +169,16 @@ class RecordingFile:
         self.draft = self.path.with_name(self.path.name + ".tmp")
         self.previous = self.path.with_name(self.path.stem + ".previous.json")
         self.target: Path | None = None  # 지금 덧붙이는 파일: 처음엔 draft, 첫 성공 뒤에는 path
+        self.head = b""  # 파일 맨 앞의 머리말 부분 (finish 가 complete 를 바꿔 씀)
         self.count = 0
+        self.failed = False  # 이 실행 중에 셀이 오류로 멈췄는지 (track_failed_cells)
+        _recording_now[self.path] = self
 
     def append(self, interaction: dict, succeeded: bool) -> None:
         if self.target is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            head = '{"header": ' + json.dumps(self.header, ensure_ascii=False, indent=1) + ',\n"interactions": ['
-            self.draft.write_bytes(head.encode("utf-8") + self.TAIL)
+            self.head = self._head(complete=False)
+            self.draft.write_bytes(self.head + self.TAIL)
             self.target = self.draft
         chunk = ("\n" if self.count == 0 else ",\n") + json.dumps(interaction, ensure_ascii=False)
         with open(self.target, "r+b", buffering=0) as f:
@@ -179,15 +186,72 @@ class RecordingFile:
             f.write(chunk.encode("utf-8") + self.TAIL)
         self.count += 1
         if succeeded and self.target == self.draft:
-            if self.path.is_file():
+            if self.path.is_file() and finished_recording(self.path):
                 os.replace(self.path, self.previous)
-            os.replace(self.draft, self.path)
+            os.replace(self.draft, self.path)  # 끝까지 마치지 못한 기록은 직전 기록을 남긴 채 덮어씀
             self.target = self.path
+
+    def finish(self) -> None:
+        """기록 실행이 오류 없이 끝났다고 머리말에 적습니다 (다음 기록 실행이 이 기록을 직전 기록으로 남기도록)."""
+        if self.target != self.path or _recording_now.get(self.path) is not self:
+            return  # 이 실행이 기록을 바꾸지 않았거나, 같은 커널의 나중 실행이 이어받음
+        content = self.path.read_bytes()
+        if content.startswith(self.head):
+            finished = self.path.with_name(self.path.name + ".finished")
+            finished.write_bytes(self._head(complete=True) + content[len(self.head):])
+            os.replace(finished, self.path)
+
+    def _head(self, complete: bool) -> bytes:
+        header = json.dumps({**self.header, "complete": complete}, ensure_ascii=False, indent=1)
+        return ('{"header": ' + header + ',\n"interactions": [').encode("utf-8")
 
     @property
     def replaced(self) -> bool:
         """이번 실행이 원래 기록을 바꿨는지 (성공한 응답을 하나라도 받았는지)."""
         return self.target == self.path
+
+
+def finished_recording(path: Path) -> bool:
+    """기록 실행이 끝까지 마친 기록인지. complete 가 없는 기록(저장소의 예전 기록)도 마친 것으로 봅니다."""
+    try:
+        return read_recording(path)["header"].get("complete", True) is not False
+    except CourseError:  # 망가진 기록은 직전 기록으로 남길 까닭이 없음
+        return False
+
+
+_recording_now: dict[Path, RecordingFile] = {}  # 이 프로세스에서 기록 파일마다 지금 기록하는 실행
+
+
+@atexit.register
+def _finish_recordings() -> None:
+    """커널(프로세스)이 정상으로 끝날 때: 셀 오류도, 처리되지 않은 예외도 없던 기록 실행을 '마침' 으로 적습니다.
+    커널이 죽으면 이 함수는 불리지 않으므로 그 기록은 마치지 못한 기록으로 남습니다."""
+    if getattr(sys, "last_value", None) is not None:  # 스크립트가 처리되지 않은 예외로 끝남
+        return
+    for file in list(_recording_now.values()):
+        if not file.failed:
+            try:
+                file.finish()
+            except OSError:
+                pass  # 끝나는 중에는 알릴 곳이 없음: 기록은 마치지 못한 기록으로 남을 뿐
+
+
+def track_failed_cells() -> None:
+    """주피터(IPython) 안이면, 오류로 멈춘 셀이 있을 때 지금의 기록 실행들을 '마치지 못함' 으로 둡니다."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or _note_failed_cell in shell.events.callbacks["post_run_cell"]:
+        return
+    shell.events.register("post_run_cell", _note_failed_cell)
+
+
+def _note_failed_cell(result) -> None:
+    if result.error_before_exec is not None or result.error_in_exec is not None:
+        for file in _recording_now.values():
+            file.failed = True
 
 
 class RecordingTransport(httpx2.BaseTransport):
@@ -206,6 +270,7 @@ class RecordingTransport(httpx2.BaseTransport):
             "notebook": notebook,
         }
         self.file = RecordingFile(path, self.header)
+        track_failed_cells()
         self.lock = threading.Lock()  # 여러 스레드가 함께 보낸 요청도 한 쌍씩 온전히 덧붙이도록
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -313,6 +378,8 @@ class ReplayTransport(httpx2.BaseTransport):
             if h["source"].startswith("local open-weight") else ""
         dataset = f", 데이터: {h['dataset']}" if h.get("dataset") else ""
         count = sum(len(q) for q in self.queues.values())
+        if h.get("complete") is False:
+            dataset += "; 중간에 멈춘 기록 실행이 남긴 기록"
         return (f"▶ 재생(replay) 모드: {paths.shown(self.path)} ({count}개 응답) — "
                 f"출처: {h['source']}{note} ({h['recorded_on']} 기록, {h['sdk']}{dataset}). 키와 네트워크는 쓰지 않습니다.")
 

@@ -147,10 +147,11 @@ def test_replay_ignores_fields_that_do_not_change_the_answer(tmp_path):
 
 def test_record_keeps_previous_file_and_rewrites_after_each_call(tmp_path):
     path = tmp_path / "t.json"
-    path.write_text("{\"old\": true}", encoding="utf-8")
+    old = {"header": {"source": "openai", "recorded_on": "2026-01-01", "sdk": "openai 3"}, "interactions": []}
+    path.write_text(json.dumps(old), encoding="utf-8")  # 저장소의 기록처럼 "complete" 가 없는 기록: 마친 기록
     client = recording_client(path)
     client.models.list()
-    assert json.loads((tmp_path / "t.previous.json").read_text()) == {"old": True}
+    assert json.loads((tmp_path / "t.previous.json").read_text()) == old
     assert len(json.loads(path.read_text())["interactions"]) == 1  # 첫 호출 직후 이미 디스크에
     client.models.list()
     assert len(json.loads(path.read_text())["interactions"]) == 2
