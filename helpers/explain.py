@@ -71,6 +71,7 @@ FIELD_ADVICE = {
     "learning_rate_multiplier": 'learning_rate_multiplier 는 0 보다 큰 수 또는 "auto" 여야 합니다',
     "model": 'BASE_MODEL 을 client.models.list() 에 있는 이름이나 "auto" 로 바꾸세요',
     "suffix": "SUFFIX 를 더 짧게 바꾸세요",
+    "training_file": "학습 데이터(JSONL)를 고쳐 다시 올리세요 (chat_data.check_chat_file 로 먼저 점검)",
 }
 
 

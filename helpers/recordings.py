@@ -172,7 +172,7 @@ class RecordingFile:
         self.head = b""  # 파일 맨 앞의 머리말 부분 (finish 가 complete 를 바꿔 씀)
         self.count = 0
         self.failed = False  # 이 실행 중에 셀이 오류로 멈췄는지 (track_failed_cells)
-        _recording_now[self.path] = self
+        _runs.append(self)
 
     def append(self, interaction: dict, succeeded: bool) -> None:
         if self.target is None:
@@ -190,10 +190,11 @@ class RecordingFile:
                 os.replace(self.path, self.previous)
             os.replace(self.draft, self.path)  # 끝까지 마치지 못한 기록은 직전 기록을 남긴 채 덮어씀
             self.target = self.path
+            _recording_now[self.path] = self
 
     def finish(self) -> None:
         """기록 실행이 오류 없이 끝났다고 머리말에 적습니다 (다음 기록 실행이 이 기록을 직전 기록으로 남기도록)."""
-        if self.target != self.path or _recording_now.get(self.path) is not self:
+        if _recording_now.get(self.path) is not self:
             return  # 이 실행이 기록을 바꾸지 않았거나, 같은 커널의 나중 실행이 이어받음
         content = self.path.read_bytes()
         if content.startswith(self.head):
@@ -219,7 +220,8 @@ def finished_recording(path: Path) -> bool:
         return False
 
 
-_recording_now: dict[Path, RecordingFile] = {}  # 이 프로세스에서 기록 파일마다 지금 기록하는 실행
+_runs: list[RecordingFile] = []  # 이 프로세스의 기록 실행들
+_recording_now: dict[Path, RecordingFile] = {}  # 기록 파일마다, 그 자리를 마지막으로 차지한 이 프로세스의 실행
 
 
 @atexit.register
@@ -250,7 +252,7 @@ def track_failed_cells() -> None:
 
 def _note_failed_cell(result) -> None:
     if result.error_before_exec is not None or result.error_in_exec is not None:
-        for file in _recording_now.values():
+        for file in _runs:
             file.failed = True
 
 

@@ -126,6 +126,14 @@ def test_two_interrupted_record_runs_in_a_row_keep_the_good_recording_as_previou
     assert (tmp_path / "t.previous.json").read_bytes() == finished
 
 
+def test_a_later_connect_that_records_nothing_does_not_stop_the_run_from_finishing(tmp_path):
+    path = tmp_path / "t.json"
+    ask(recorder(path, good_api))
+    recorder(path, good_api)  # connect 셀을 다시 실행했지만 아무것도 묻지 않음
+    recordings._finish_recordings()  # 커널이 끝날 때
+    assert json.loads(path.read_text(encoding="utf-8"))["header"]["complete"] is True
+
+
 RUN = """
 import sys, httpx2, openai
 sys.path.insert(0, {root!r})
