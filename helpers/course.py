@@ -28,7 +28,7 @@ from helpers import cleanup, live, local, modes, paths
 from helpers.errors import CourseError
 from helpers.explain import explain_api_error, show_course_errors_briefly
 from helpers.modes import MODE_ENV, resolve_mode
-from helpers.recordings import RecordingTransport, ReplayMissError, ReplayTransport, read_recording
+from helpers.recordings import RecordingTransport, ReplayMissError, ReplayTransport, follow_cell_reruns, read_recording
 from helpers.scrub import Scrubber, remember_secrets
 
 __all__ = ["connect", "mode_of", "pause", "utc", "recording_header", "base_model", "fine_tuned_model", "delete_if_mine",
@@ -53,6 +53,7 @@ def connect(mode: str = "auto", recording: str = "scratch", dataset: str = "") -
     path = paths.RECORDINGS_DIR / f"{recording}.json"
     if resolved == "replay":
         transport = ReplayTransport(path)
+        follow_cell_reruns(transport)  # 셀을 다시 실행하면 그 셀의 기록된 응답을 다시
         client = openai.OpenAI(api_key="replay-mode-no-key", organization=None, project=None,
                                base_url=transport.BASE_URL, max_retries=0,
                                http_client=openai.DefaultHttpxClient(transport=transport))
@@ -155,15 +156,20 @@ def fine_tuned_model(client: openai.OpenAI, suffix: str) -> str | None:
 
 
 def delete_if_mine(client: openai.OpenAI, model: str) -> bool:
-    """미세 조정 모델을 지웁니다. 단, 이 학습자의 노트북(03, 07)이 만든 모델일 때만.
+    """미세 조정 모델과, 그 모델을 만든 작업의 체크포인트 모델과 결과 파일을 지웁니다. 단, 이 학습자의 노트북(03, 07)이
+    만든 모델일 때만.
 
     직접 적어 넣은 이름이나 같은 접미사의 동료 모델은 지우지 않고, 정말 지우려면 실행할 한 줄을 알려 줍니다.
     2027-01-06 이후에는 지운 미세 조정 모델을 다시 만들 수 없기 때문입니다.
     """
-    if model not in cleanup.created_here(client, mode_of(client)):
+    mine = cleanup.created_here(client, mode_of(client))
+    if model not in mine:
         print(f"지우지 않습니다: {model} 은 이 컴퓨터의 노트북이 만든 모델이 아닙니다 (직접 적은 이름이거나 다른 사람의 "
               f'모델일 수 있음). 여러분의 것이 확실하면: client.models.delete("{model}")')
         return False
+    jobs = [job for job in client.fine_tuning.jobs.list(limit=50) if job.fine_tuned_model == model and job.id in mine]
     deleted = client.models.delete(model).deleted
     print("모델 삭제:", model, deleted)
+    for job in jobs:
+        cleanup.delete_job_outputs(client, job)
     return deleted

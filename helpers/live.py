@@ -20,6 +20,12 @@ def timeout() -> httpx2.Timeout:
     return httpx2.Timeout(TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS)
 
 
+def seconds_in_force(request: httpx2.Request) -> str:
+    """이 요청에 걸린 응답 시간 제한 (원격 60초, 이 컴퓨터의 서버 600초, 또는 바꾼 값), 예: "60", "0.5"."""
+    read = (request.extensions.get("timeout") or {}).get("read")
+    return "?" if read is None else f"{read:g}"
+
+
 class LiveTransport(httpx2.BaseTransport):
     """진짜 전송(inner) 위의 얇은 층.
 
@@ -38,8 +44,8 @@ class LiveTransport(httpx2.BaseTransport):
         except UNCERTAIN as err:
             if not creating:
                 raise  # SDK 가 다시 보내고, 끝내 안 되면 APITimeoutError
-            raise CourseAPIError(_uncertain_creation(request, f"{type(err).__name__}: {TIMEOUT_SECONDS}초 안에 답이 "
-                                                               "없었거나 연결이 끊겼습니다")) from err
+            what = f"{type(err).__name__}: {seconds_in_force(request)}초 안에 답이 없었거나 연결이 끊겼습니다"
+            raise CourseAPIError(_uncertain_creation(request, what)) from err
         content = response.read()
         response.close()
         headers = {k: v for k, v in response.headers.items()

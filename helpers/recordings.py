@@ -9,12 +9,14 @@ vcrpy 대신 직접 만든 이유: vcrpy 는 전역으로 패치하고 카세트
 """
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import email.parser
 import email.policy
 import hashlib
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -154,8 +156,10 @@ class RecordingFile:
 
     - 덧붙이기는 끝의 `]}` 앞에 한 번의 write 로 씁니다: 비용이 파일 크기와 상관없고, 커널이 죽어도 파일은
       언제나 온전한 JSON 입니다 (write 하나는 프로세스가 죽어도 반쯤 쓰이지 않음).
-    - 새 기록은 먼저 <이름>.json.tmp 에 쓰고, 성공한 응답을 처음 받을 때에야 원래 기록을 <이름>.previous.json 으로
-      옮기고 그 자리에 들어갑니다. 그래서 401 처럼 처음부터 실패한 실행은 좋은 기록도, 직전 기록도 건드리지 않습니다.
+    - 새 기록은 먼저 <이름>.json.tmp 에 쓰고, 성공한 응답을 처음 받을 때에야 원래 기록의 자리에 들어갑니다.
+      그래서 401 처럼 처음부터 실패한 실행은 좋은 기록도, 직전 기록도 건드리지 않습니다.
+    - 머리말의 "complete" 는 기록 실행이 오류 없이 끝났을 때(finish) true 가 됩니다. 원래 기록은 끝까지 마친
+      기록일 때만 <이름>.previous.json 으로 옮깁니다: 중간에 멈춘 실행이 두 번 이어져도 좋은 기록이 남습니다.
     """
 
     TAIL = b"\n]}\n"
@@ -165,13 +169,16 @@ class RecordingFile:
         self.draft = self.path.with_name(self.path.name + ".tmp")
         self.previous = self.path.with_name(self.path.stem + ".previous.json")
         self.target: Path | None = None  # 지금 덧붙이는 파일: 처음엔 draft, 첫 성공 뒤에는 path
+        self.head = b""  # 파일 맨 앞의 머리말 부분 (finish 가 complete 를 바꿔 씀)
         self.count = 0
+        self.failed = False  # 이 실행 중에 셀이 오류로 멈췄는지 (track_failed_cells)
+        _runs.append(self)
 
     def append(self, interaction: dict, succeeded: bool) -> None:
         if self.target is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            head = '{"header": ' + json.dumps(self.header, ensure_ascii=False, indent=1) + ',\n"interactions": ['
-            self.draft.write_bytes(head.encode("utf-8") + self.TAIL)
+            self.head = self._head(complete=False)
+            self.draft.write_bytes(self.head + self.TAIL)
             self.target = self.draft
         chunk = ("\n" if self.count == 0 else ",\n") + json.dumps(interaction, ensure_ascii=False)
         with open(self.target, "r+b", buffering=0) as f:
@@ -179,15 +186,74 @@ class RecordingFile:
             f.write(chunk.encode("utf-8") + self.TAIL)
         self.count += 1
         if succeeded and self.target == self.draft:
-            if self.path.is_file():
+            if self.path.is_file() and finished_recording(self.path):
                 os.replace(self.path, self.previous)
-            os.replace(self.draft, self.path)
+            os.replace(self.draft, self.path)  # 끝까지 마치지 못한 기록은 직전 기록을 남긴 채 덮어씀
             self.target = self.path
+            _recording_now[self.path] = self
+
+    def finish(self) -> None:
+        """기록 실행이 오류 없이 끝났다고 머리말에 적습니다 (다음 기록 실행이 이 기록을 직전 기록으로 남기도록)."""
+        if _recording_now.get(self.path) is not self:
+            return  # 이 실행이 기록을 바꾸지 않았거나, 같은 커널의 나중 실행이 이어받음
+        content = self.path.read_bytes()
+        if content.startswith(self.head):
+            finished = self.path.with_name(self.path.name + ".finished")
+            finished.write_bytes(self._head(complete=True) + content[len(self.head):])
+            os.replace(finished, self.path)
+
+    def _head(self, complete: bool) -> bytes:
+        header = json.dumps({**self.header, "complete": complete}, ensure_ascii=False, indent=1)
+        return ('{"header": ' + header + ',\n"interactions": [').encode("utf-8")
 
     @property
     def replaced(self) -> bool:
         """이번 실행이 원래 기록을 바꿨는지 (성공한 응답을 하나라도 받았는지)."""
         return self.target == self.path
+
+
+def finished_recording(path: Path) -> bool:
+    """기록 실행이 끝까지 마친 기록인지. complete 가 없는 기록(저장소의 예전 기록)도 마친 것으로 봅니다."""
+    try:
+        return read_recording(path)["header"].get("complete", True) is not False
+    except CourseError:  # 망가진 기록은 직전 기록으로 남길 까닭이 없음
+        return False
+
+
+_runs: list[RecordingFile] = []  # 이 프로세스의 기록 실행들
+_recording_now: dict[Path, RecordingFile] = {}  # 기록 파일마다, 그 자리를 마지막으로 차지한 이 프로세스의 실행
+
+
+@atexit.register
+def _finish_recordings() -> None:
+    """커널(프로세스)이 정상으로 끝날 때: 셀 오류도, 처리되지 않은 예외도 없던 기록 실행을 '마침' 으로 적습니다.
+    커널이 죽으면 이 함수는 불리지 않으므로 그 기록은 마치지 못한 기록으로 남습니다."""
+    if getattr(sys, "last_value", None) is not None:  # 스크립트가 처리되지 않은 예외로 끝남
+        return
+    for file in list(_recording_now.values()):
+        if not file.failed:
+            try:
+                file.finish()
+            except OSError:
+                pass  # 끝나는 중에는 알릴 곳이 없음: 기록은 마치지 못한 기록으로 남을 뿐
+
+
+def track_failed_cells() -> None:
+    """주피터(IPython) 안이면, 오류로 멈춘 셀이 있을 때 지금의 기록 실행들을 '마치지 못함' 으로 둡니다."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or _note_failed_cell in shell.events.callbacks["post_run_cell"]:
+        return
+    shell.events.register("post_run_cell", _note_failed_cell)
+
+
+def _note_failed_cell(result) -> None:
+    if result.error_before_exec is not None or result.error_in_exec is not None:
+        for file in _runs:
+            file.failed = True
 
 
 class RecordingTransport(httpx2.BaseTransport):
@@ -206,6 +272,7 @@ class RecordingTransport(httpx2.BaseTransport):
             "notebook": notebook,
         }
         self.file = RecordingFile(path, self.header)
+        track_failed_cells()
         self.lock = threading.Lock()  # 여러 스레드가 함께 보낸 요청도 한 쌍씩 온전히 덧붙이도록
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -279,8 +346,10 @@ class ReplayTransport(httpx2.BaseTransport):
         self.path = Path(path)
         if not self.path.is_file():
             raise CourseError(
-                f"재생할 기록 파일이 없습니다: {paths.shown(self.path)}. API 키를 설정하고 "
-                f'MODE = "record" 로 이 노트북을 실행하면 만들어집니다. {RERECORD_HINT}'
+                f"재생할 기록 파일이 없습니다: {paths.shown(self.path)}.\n"
+                f"  저장소에 들어 있던 기록을 되살리려면: git checkout -- {paths.shown(paths.RECORDINGS_DIR)}\n"
+                '  키 없이 직접 실행하려면 MODE = "local" (이 컴퓨터의 오픈 웨이트 모델로 학습하고 답합니다).\n'
+                f'  API 키가 있으면 MODE = "record" 로 이 노트북을 실행해 새로 기록할 수 있습니다. {RERECORD_HINT}'
             )
         recording = read_recording(self.path)
         self.header = recording["header"]
@@ -292,8 +361,18 @@ class ReplayTransport(httpx2.BaseTransport):
                 queue.pop()  # SDK 가 실패 뒤 다시 보내 성공한 요청: 학습자가 본 것은 마지막 결과뿐
             queue.append(interaction["response"])
         self.used: dict[str, int] = {}
+        self.used_before_cell: dict[str, dict[str, int]] = {}  # 셀마다, 그 셀을 처음 실행할 때의 재생 위치
         self.lock = threading.Lock()  # 여러 스레드가 함께 물어도 같은 요청의 응답을 기록된 순서대로 한 번씩
         self.scrub = Scrubber()
+
+    def cell_starts(self, cell: str) -> None:
+        """노트북의 셀 하나가 실행되기 직전에 불립니다 (follow_cell_reruns). 처음 실행하는 셀이면 지금 재생 위치를
+        적어 두고, 다시 실행하는 셀이면 그 위치로 되돌립니다: 같은 셀은 처음 실행 때와 같은 응답을 다시 받습니다."""
+        with self.lock:
+            if cell in self.used_before_cell:
+                self.used = dict(self.used_before_cell[cell])
+            else:
+                self.used_before_cell[cell] = dict(self.used)
 
     def describe(self) -> str:
         h = self.header
@@ -301,6 +380,8 @@ class ReplayTransport(httpx2.BaseTransport):
             if h["source"].startswith("local open-weight") else ""
         dataset = f", 데이터: {h['dataset']}" if h.get("dataset") else ""
         count = sum(len(q) for q in self.queues.values())
+        if h.get("complete") is False:
+            dataset += "; 중간에 멈춘 기록 실행이 남긴 기록"
         return (f"▶ 재생(replay) 모드: {paths.shown(self.path)} ({count}개 응답) — "
                 f"출처: {h['source']}{note} ({h['recorded_on']} 기록, {h['sdk']}{dataset}). 키와 네트워크는 쓰지 않습니다.")
 
@@ -329,7 +410,8 @@ class ReplayTransport(httpx2.BaseTransport):
         ]
         if recorded_times:
             lines.append(f"  이 요청은 기록에 {recorded_times}번 있고, 그 응답을 모두 썼습니다 (지금이 {recorded_times + 1}번째). "
-                         "기록할 때보다 더 여러 번 묻고 있습니다 (예: 반복 횟수를 늘림). 없는 답을 지어내지 않고 멈춥니다.")
+                         "기록할 때보다 더 여러 번 묻고 있습니다 (예: 반복 횟수를 늘림). 없는 답을 지어내지 않고 멈춥니다. "
+                         "처음부터 다시 재생하려면 course.connect 셀부터 다시 실행하세요.")
         else:
             same_route = [r for r in self.requests
                           if r["method"] == described["method"] and r["path"] == described["path"]]
@@ -343,6 +425,33 @@ class ReplayTransport(httpx2.BaseTransport):
             f'되돌리세요. 키가 있으면 MODE = "record" 로 이 요청을 새로 기록할 수 있습니다. {RERECORD_HINT}'
         )
         return "\n".join(lines)
+
+
+_following: list = []  # 셀 다시 실행을 따라가는 훅: 마지막 connect 의 재생 전송 하나만
+
+
+def follow_cell_reruns(transport: ReplayTransport) -> None:
+    """주피터(IPython) 안이면, 셀을 실행할 때마다 transport.cell_starts 를 부르게 합니다 (pre_run_cell 이벤트).
+
+    셀을 다시 실행하는 것은 노트북에서 가장 흔한 일입니다. 셀은 JupyterLab 이 주는 cell_id 로, 없으면 셀의
+    내용으로 알아봅니다. connect 셀을 다시 실행하면 새 전송이 앞의 것을 대신해 처음부터 재생합니다.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def before_cell(info):
+        transport.cell_starts(getattr(info, "cell_id", None) or info.raw_cell)
+
+    for hook in _following:
+        if hook in shell.events.callbacks["pre_run_cell"]:
+            shell.events.unregister("pre_run_cell", hook)
+    _following[:] = [before_cell]
+    shell.events.register("pre_run_cell", before_cell)
 
 
 def _summary(described: dict) -> str:

@@ -1,9 +1,7 @@
 """A local server on a free loopback port inside the test process, and the SDK calls tests repeat."""
 from __future__ import annotations
 
-import socket
 import threading
-import time
 
 import openai
 import uvicorn
@@ -11,6 +9,7 @@ import uvicorn
 from local_server.api import create_app
 from local_server.jobs import fine_tuned_model_id
 from local_server.server import LocalServer
+from tests.net import listening_socket, wait_until
 
 
 class RunningServer:
@@ -25,16 +24,13 @@ class RunningServer:
         self.local = LocalServer(settings, progress=lambda *a: None)
         if not train:
             self.local.scheduler.stop()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        config = uvicorn.Config(create_app(self.local), host="127.0.0.1", port=self.port, log_level="warning")
+        sock = listening_socket()  # uvicorn serves on this very socket: no other process can take the port meanwhile
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(create_app(self.local), log_level="warning")
         self.uvicorn = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.uvicorn.run, daemon=True)
+        self.thread = threading.Thread(target=self.uvicorn.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.uvicorn.started and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: self.uvicorn.started, 30, "the test server to start", poll=0.05)
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
 
     @property
@@ -72,11 +68,9 @@ def upload(client, path):
 
 
 def wait_for(client, job_id, statuses, timeout=180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def reached():
         job = client.fine_tuning.jobs.retrieve(job_id)
-        if job.status in statuses:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} stayed {job.status}; events: "
-                         f"{[e.message for e in client.fine_tuning.jobs.list_events(job_id, limit=50)]}")
+        return job if job.status in statuses else None
+
+    return wait_until(reached, timeout, lambda: f"job {job_id} to reach {statuses}; events: "
+                      f"{[e.message for e in client.fine_tuning.jobs.list_events(job_id, limit=50)]}", poll=0.2)

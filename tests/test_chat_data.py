@@ -63,7 +63,36 @@ BAD_EXAMPLES = {
     "missing_content": {"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "답"}]},
     "example_missing_assistant_message": {"messages": [{"role": "system", "content": SYSTEM},
                                                        {"role": "user", "content": "질문"}]},
+    "invalid_weight": {"messages": [{"role": "user", "content": "질문"},
+                                    {"role": "assistant", "content": "답", "weight": 7}]},
+    "invalid_tool_calls": {"messages": [{"role": "user", "content": "질문"},
+                                        {"role": "assistant", "tool_calls": "rules()"},
+                                        {"role": "assistant", "content": "답"}]},
 }
+
+
+@pytest.mark.parametrize("weight", [7, -1, 0.5, True, "1", None])
+def test_weight_is_only_0_or_1(examples, weight):
+    data = copy.deepcopy(examples)
+    data[0]["messages"][2]["weight"] = weight
+    assert [e.kind for e in find_format_errors(data)] == ["invalid_weight"]
+    data[0]["messages"][2]["weight"] = 0
+    assert find_format_errors(data) == []
+
+
+def test_tool_calls_must_be_a_list_of_objects(examples):
+    data = copy.deepcopy(examples)
+    data[0]["messages"][2:] = [{"role": "assistant", "tool_calls": ["rules()"]}, {"role": "assistant", "content": "답"}]
+    assert [e.kind for e in find_format_errors(data)] == ["invalid_tool_calls"]
+
+
+def test_a_missing_file_is_the_courses_korean_error(tmp_path):
+    for load in (read_jsonl, check_chat_file):
+        with pytest.raises(JsonlError, match="파일이 없습니다") as info:
+            load(tmp_path / "no_such.jsonl")
+        assert "no_such.jsonl" in str(info.value)
+    with pytest.raises(JsonlError, match="폴더"):
+        read_jsonl(tmp_path)
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_EXAMPLES))

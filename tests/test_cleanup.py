@@ -6,11 +6,13 @@
 import json
 from pathlib import Path
 
+import httpx2
 import nbformat
 import openai
 import pytest
 
 from helpers import cleanup, course, modes, paths, scrub
+from local_server.jobs import fine_tuned_model_id
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 TRAINING = "\n".join(json.dumps({"messages": [{"role": "user", "content": f"글 {i}"},
@@ -118,3 +120,61 @@ def test_notebooks_delete_models_only_through_the_ledger():
              for name in ("03_hobanse_finetune.ipynb", "07_newsgroups_finetune.ipynb", "08_newsgroups_logprobs.ipynb")}
     for source in cells.values():
         assert "models.delete(" not in source and "course.delete_if_mine(client," in source
+
+
+# ----------------------------------------------------------------------------- 이슈 18의 4: 작업이 남긴 것까지
+
+
+def fine_tune_with_checkpoints(client, server, suffix="baseball-hockey", steps=(5, 10)):
+    """fine_tune 과 같되, 작업이 에폭마다 남기는 체크포인트 모델(로컬 서버는 모델 목록에도 올림)을 함께 만듭니다."""
+    training = client.files.create(file=("train.jsonl", TRAINING.encode()), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=server.model, training_file=training.id, suffix=suffix)
+    model = fine_tuned_model_id(server.model, suffix, job.id)
+    store = server.local.store
+    checkpoints = [f"{model}:ckpt-step-{step}" for step in steps]
+    for step, checkpoint in zip(steps, checkpoints):
+        store.add_checkpoint(job.id, step, checkpoint, store.adapters_dir / job.id / f"ckpt-step-{step}", {})
+    assert server.finish_without_training(job.id) == model
+    job = client.fine_tuning.jobs.retrieve(job.id)
+    assert job.result_files and {m.id for m in client.models.list()} >= set(checkpoints)
+    return model, checkpoints, job.result_files
+
+
+def test_deleting_my_model_also_deletes_its_checkpoint_models_and_result_file(learner_and_colleague, tiny_server,
+                                                                               capsys):
+    learner, colleague = learner_and_colleague
+    mine, my_checkpoints, my_results = fine_tune_with_checkpoints(learner, tiny_server)
+    theirs, their_checkpoints, their_results = fine_tune_with_checkpoints(colleague, tiny_server)
+    assert course.delete_if_mine(learner, mine) is True
+    for checkpoint in my_checkpoints:
+        with pytest.raises(openai.NotFoundError):
+            learner.models.retrieve(checkpoint)
+    for file_id in my_results:
+        with pytest.raises(openai.NotFoundError):
+            learner.files.retrieve(file_id)
+    shown = capsys.readouterr().out
+    assert f"체크포인트 모델 삭제: {my_checkpoints[0]} True" in shown and f"결과 파일 삭제: {my_results[0]} True" in shown
+    for checkpoint in their_checkpoints:  # 동료의 작업이 남긴 것은 그대로
+        assert learner.models.retrieve(checkpoint).id == checkpoint
+    assert learner.files.retrieve(their_results[0]).id == their_results[0]
+
+
+def test_a_checkpoint_the_server_will_not_delete_is_reported_and_the_rest_still_goes(learner_and_colleague,
+                                                                                    tiny_server, monkeypatch, capsys):
+    learner, _ = learner_and_colleague
+    mine, checkpoints, results = fine_tune_with_checkpoints(learner, tiny_server)
+    delete_model = learner.models.delete
+
+    def openai_like_delete(model_id):  # OpenAI 는 체크포인트 모델을 지우지 못하게 할 수 있음
+        if ":ckpt-step-" in model_id:
+            request = httpx2.Request("DELETE", f"{tiny_server.base_url}/models/{model_id}")
+            raise openai.BadRequestError("Checkpoints cannot be deleted", body=None,
+                                         response=httpx2.Response(400, request=request))
+        return delete_model(model_id)
+
+    monkeypatch.setattr(learner.models, "delete", openai_like_delete)
+    assert course.delete_if_mine(learner, mine) is True
+    shown = capsys.readouterr().out
+    assert f"체크포인트 모델 {checkpoints[0]} 은 서버가 지우지 못하게 합니다 (HTTP 400)" in shown
+    with pytest.raises(openai.NotFoundError):
+        learner.files.retrieve(results[0])

@@ -147,10 +147,11 @@ def test_replay_ignores_fields_that_do_not_change_the_answer(tmp_path):
 
 def test_record_keeps_previous_file_and_rewrites_after_each_call(tmp_path):
     path = tmp_path / "t.json"
-    path.write_text("{\"old\": true}", encoding="utf-8")
+    old = {"header": {"source": "openai", "recorded_on": "2026-01-01", "sdk": "openai 3"}, "interactions": []}
+    path.write_text(json.dumps(old), encoding="utf-8")  # 저장소의 기록처럼 "complete" 가 없는 기록: 마친 기록
     client = recording_client(path)
     client.models.list()
-    assert json.loads((tmp_path / "t.previous.json").read_text()) == {"old": True}
+    assert json.loads((tmp_path / "t.previous.json").read_text()) == old
     assert len(json.loads(path.read_text())["interactions"]) == 1  # 첫 호출 직후 이미 디스크에
     client.models.list()
     assert len(json.loads(path.read_text())["interactions"]) == 2
@@ -192,6 +193,14 @@ def test_unknown_mode_and_missing_recording_are_explained(clean_env):
         course.connect("replay", "does_not_exist")
 
 
+def test_no_recording_and_no_key_names_restoring_the_recordings_and_local_mode(clean_env):
+    with pytest.raises(course.CourseError) as caught:
+        course.connect("auto", "03_hobanse_finetune")  # 키가 없어 재생인데 기록이 없음
+    message = str(caught.value)
+    assert "git checkout -- recordings" in message  # clean_env 의 기록 폴더 (저장소에서는 data/recordings)
+    assert 'MODE = "local"' in message and 'MODE = "record"' in message
+
+
 def test_refused_fine_tuning_job_is_explained_with_the_wind_down_dates():
     request = httpx2.Request("POST", "https://api.openai.com/v1/fine_tuning/jobs")
     response = httpx2.Response(403, request=request, json={"error": {"message": "no"}})
@@ -208,3 +217,38 @@ def test_other_api_errors_get_their_own_advice():
         err = openai.APIStatusError(f"said {PLANTED_KEY}", response=response, body=None)
         text = str(course.explain_api_error(err))
         assert words in text and PLANTED_KEY not in text
+
+
+# ----------------------------------------------------------------------------- 이슈 18의 1: 거절한 까닭 먼저
+
+TRAINING = "\n".join(json.dumps({"messages": [{"role": "user", "content": f"질문 {i}"},
+                                               {"role": "assistant", "content": "답"}]}) for i in range(10))
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"hyperparameters": {"n_epochs": 0}}, "n_epochs"),
+    ({"hyperparameters": {"learning_rate_multiplier": -1}}, "learning_rate_multiplier"),
+    ({"model": "no-such-model"}, "model"),
+])
+def test_a_job_the_local_server_refuses_shows_its_reason_not_the_shutdown(tiny_server, change, field):
+    client = tiny_server.client()
+    training = client.files.create(file=("t.jsonl", TRAINING.encode()), purpose="fine-tune")
+    request = {"model": tiny_server.model, "training_file": training.id, **change}
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.fine_tuning.jobs.create(**request)
+    text = str(course.explain_api_error(caught.value))
+    first_line = text.splitlines()[0]
+    assert field in first_line and caught.value.message in first_line  # 서버의 말이 첫 줄에
+    assert "거절" in first_line and "고친 뒤" in text
+    assert "2027-01-06" not in text and "잘못이 아닙니다" not in text
+
+
+def test_openais_invalid_hyperparameter_is_not_explained_as_the_shutdown():
+    request = httpx2.Request("POST", "https://api.openai.com/v1/fine_tuning/jobs")
+    said = "Invalid n_epochs: 0. Must be between 1 and 50."
+    body = {"message": said, "type": "invalid_request_error", "param": "hyperparameters.n_epochs", "code": None}
+    err = openai.BadRequestError(said, response=httpx2.Response(400, request=request, json={"error": body}),
+                                 body=body)
+    text = str(course.explain_api_error(err))
+    assert text.startswith("서버가 작업 요청의 n_epochs 값을 거절했습니다: " + said)
+    assert "1~50" in text and "2027-01-06" not in text

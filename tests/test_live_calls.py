@@ -141,8 +141,25 @@ def test_the_client_gives_up_on_a_hung_server_within_a_classroom_timeout(clean_e
         client.models.list()
     assert time.monotonic() - start < 10
     text = str(explain_api_error(caught.value))
-    assert "시간 초과" in text and "연결하지 못했습니다" not in text
+    assert "시간 초과" in text and "0.5초" in text and "연결하지 못했습니다" not in text
     silent.close()
+
+
+@pytest.mark.parametrize("base_url, seconds", [("http://127.0.0.1:8765/v1", "600초"),
+                                               ("https://example.invalid/v1", "60초")])
+def test_the_timeout_message_states_the_timeout_in_force(clean_env, monkeypatch, base_url, seconds):
+    def no_answer(request):
+        raise httpx2.ReadTimeout("no answer", request=request)
+
+    monkeypatch.setattr(httpx2, "HTTPTransport", lambda: httpx2.MockTransport(no_answer))
+    monkeypatch.setenv("OPENAI_BASE_URL", base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-" + "fakeKEYforTHEtimeoutTEST0")
+    client = course.connect("live", "nb").with_options(max_retries=0)
+    with pytest.raises(openai.APITimeoutError) as caught:
+        client.models.list()
+    assert f"서버가 {seconds} 안에 답하지" in str(explain_api_error(caught.value))
+    with pytest.raises(CourseAPIError, match=f"ReadTimeout: {seconds} 안에"):  # 만드는 요청은 다시 보내지 않음
+        client.files.create(file=("a.jsonl", b"{}\n"), purpose="fine-tune")
 
 
 def test_a_server_on_this_computer_gets_the_long_local_timeout(clean_env, monkeypatch):

@@ -86,10 +86,17 @@ def test_a_final_failure_is_still_replayed_as_a_failure(tmp_path):
 # ----------------------------------------------------------------------------- 2. 실패한 기록 실행
 
 
+def finished_run(path):
+    """오류 없이 끝난 기록 실행 하나 (프로세스가 끝날 때 하는 일을 바로)."""
+    client = recorder(path, good_api)
+    ask(client)
+    client._client._transport.file.finish()
+
+
 def test_a_record_run_that_only_failed_keeps_the_good_recording_and_its_previous(tmp_path):
     path = tmp_path / "t.json"
-    ask(recorder(path, good_api))
-    ask(recorder(path, good_api))  # 두 번째 좋은 기록: 첫 기록이 previous 로
+    finished_run(path)
+    finished_run(path)  # 두 번째 좋은 기록: 첫 기록이 previous 로
     good, previous = path.read_bytes(), (tmp_path / "t.previous.json").read_bytes()
 
     def refused(request):
@@ -101,6 +108,67 @@ def test_a_record_run_that_only_failed_keeps_the_good_recording_and_its_previous
     assert path.read_bytes() == good and (tmp_path / "t.previous.json").read_bytes() == previous
     assert ask(replayer(path)).choices[0].message.content == "답"
     assert json.loads((tmp_path / "t.json.tmp").read_text())["interactions"][0]["response"]["status"] == 401
+
+
+def test_two_interrupted_record_runs_in_a_row_keep_the_good_recording_as_previous(tmp_path):
+    path = tmp_path / "t.json"
+    finished_run(path)
+    good = path.read_bytes()
+    assert json.loads(good)["header"]["complete"] is True
+    for _ in range(2):  # 첫 응답 뒤에 멈춘(커널이 죽은) 실행 두 번: finish 가 불리지 않음
+        ask(recorder(path, good_api))
+        assert json.loads(path.read_bytes())["header"]["complete"] is False
+        assert (tmp_path / "t.previous.json").read_bytes() == good  # 예전: 두 번째에 첫 실패 실행의 파일로
+    assert "중간에 멈춘 기록 실행" in ReplayTransport(path).describe()
+    finished_run(path)  # 다시 끝까지 마친 실행 뒤의 실행은, 그 마친 기록을 직전 기록으로
+    finished = path.read_bytes()
+    ask(recorder(path, good_api))
+    assert (tmp_path / "t.previous.json").read_bytes() == finished
+
+
+def test_a_later_connect_that_records_nothing_does_not_stop_the_run_from_finishing(tmp_path):
+    path = tmp_path / "t.json"
+    ask(recorder(path, good_api))
+    recorder(path, good_api)  # connect 셀을 다시 실행했지만 아무것도 묻지 않음
+    recordings._finish_recordings()  # 커널이 끝날 때
+    assert json.loads(path.read_text(encoding="utf-8"))["header"]["complete"] is True
+
+
+RUN = """
+import sys, httpx2, openai
+sys.path.insert(0, {root!r})
+from helpers.recordings import RecordingTransport
+reply = {{"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+          "choices": [{{"index": 0, "finish_reason": "stop", "message": {{"role": "assistant", "content": "x"}}}}]}}
+transport = RecordingTransport(httpx2.MockTransport(lambda r: httpx2.Response(200, json=reply)), {path!r},
+                               "https://api.openai.com/v1", "", "t")
+client = openai.OpenAI(api_key="sk-x", http_client=openai.DefaultHttpxClient(transport=transport))
+client.chat.completions.create(model="m", messages=[{{"role": "user", "content": "q"}}])
+{end}
+"""
+
+
+@pytest.mark.parametrize("end, complete", [("", True),
+                                           ("raise RuntimeError('a cell failed')", False)])
+def test_a_record_run_is_complete_only_when_its_process_ends_without_an_error(tmp_path, end, complete):
+    path = tmp_path / "t.json"
+    subprocess.run([sys.executable, "-c", RUN.format(root=str(ROOT), path=str(path), end=end)],
+                   capture_output=True, timeout=120)
+    assert json.loads(path.read_text(encoding="utf-8"))["header"]["complete"] is complete
+
+
+def test_a_cell_that_fails_in_jupyter_leaves_the_record_run_unfinished(tmp_path):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        shell.user_ns.update(recorder=recorder, ask=ask, good_api=good_api, path=tmp_path / "t.json")
+        shell.run_cell("client = recorder(path, good_api)\nask(client)")
+        shell.run_cell("1 / 0")  # 셀 하나가 오류로 멈춤
+        file = shell.user_ns["client"]._client._transport.file
+        assert file.failed
+    finally:
+        InteractiveShell.clear_instance()
 
 
 # ----------------------------------------------------------------------------- 3. 깨진 기록
@@ -190,22 +258,6 @@ def test_appending_writes_only_the_new_interaction_and_keeps_valid_json(tmp_path
     file.append(interaction(3000), succeeded=True)
     assert sum(written) < 2 * len(json.dumps(interaction(3000), ensure_ascii=False).encode())
     assert len(read_recording(tmp_path / "t.json")["interactions"]) == 3001
-
-
-def seconds_per_append(path, n_before, repeats=30):
-    file = RecordingFile(path, {"source": "openai", "recorded_on": "2026-01-01", "sdk": "openai 3"})
-    for i in range(n_before):
-        file.append(interaction(i), succeeded=True)
-    start = time.perf_counter()
-    for i in range(repeats):
-        file.append(interaction(i), succeeded=True)
-    return (time.perf_counter() - start) / repeats
-
-
-def test_append_cost_does_not_grow_with_the_file(tmp_path):
-    small = seconds_per_append(tmp_path / "small.json", 100)
-    large = seconds_per_append(tmp_path / "large.json", 3000)
-    assert large < max(5 * small, 0.005), (small, large)  # 예전: 100개 10 ms, 3,000개 181 ms
 
 
 KILLED_WRITER = """
