@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from helpers import chat_data, classification, datasets  # noqa: E402
 from helpers.hobanse_eval import eval_questions, score_answer  # noqa: E402
+from tests.net import free_port  # noqa: E402
 
 OUTPUT = ROOT / "benchmarks" / "output"
 SYSTEM = "you are factual chatbot."
@@ -74,9 +74,7 @@ def children(pid: int) -> list[int]:
 
 
 def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "local_server", "--port", str(port), "--data-dir", str(data_dir)],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in process.stdout:

@@ -6,22 +6,15 @@ parameters cell to keep CI within a few minutes. Runs in CI, never skipped.
 """
 from __future__ import annotations
 
-import socket
-
 import nbformat
 import papermill
 
 from helpers.hobanse_eval import score_answer
+from tests.net import free_port
 from tests.test_notebooks import NOTEBOOKS
 
 NOTEBOOK = next(p for p in NOTEBOOKS if p.name.startswith("03_"))
 EPOCHS = 6  # the server's own default for 15 examples; after 3 epochs a trial run got neither trained fact right
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_notebook_03_trains_and_answers_on_the_real_local_model(tmp_path, monkeypatch):

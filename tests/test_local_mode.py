@@ -1,14 +1,7 @@
 """MODE = "local": connect() 가 이 과정의 로컬 서버를 하위 프로세스로 띄우고(작은 무작위 Gemma 3), 다음 connect() 는
 그 서버를 다시 쓰고, 띄운 쪽이 표준 입력 파이프를 닫으면(커널이 끝나면) 서버도 끝납니다."""
-import socket
-
 from helpers import course, local, modes, paths
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.net import free_port
 
 
 def test_local_mode_starts_the_server_once_reuses_it_and_it_ends_with_its_stdin(tiny_model, tmp_path, monkeypatch,
