@@ -12,7 +12,7 @@ from typing import Literal, Optional, Union
 
 from fastapi import APIRouter, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from helpers import chat_data
 from helpers.local import LOCAL_OWNER, SERVER_HEADER
@@ -31,6 +31,38 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class _Body(_Lenient):
+    """A whole request body."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_unicode(cls, data):
+        """JSON may spell half a surrogate pair ("\\ud800"): Python keeps it in the str, and no tokenizer or encoder
+        takes it. Refused here, naming where it is, instead of failing deep in the model."""
+        where = _lone_surrogate_at(data, ())
+        if where is not None:
+            param = errors.param_name(where)
+            raise ApiError(400, f"'{param}' 에 짝이 없는 서로게이트 문자(\\ud800~\\udfff)가 있습니다: 올바른 유니코드 "
+                                f"글이 아닙니다 (Invalid Unicode in '{param}').", "invalid_value", param)
+        return data
+
+
+def _lone_surrogate_at(value, where: tuple) -> tuple | None:
+    """The location of the first string that is not valid Unicode (a lone surrogate), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _lone_surrogate_at(item, (*where, key))
+        if found is not None:
+            return found
+    return None
+
+
 class Hyperparameters(_Lenient):
     n_epochs: Union[Literal["auto"], int] = "auto"
     batch_size: Union[Literal["auto"], int] = "auto"
@@ -46,7 +78,7 @@ class Method(_Lenient):
     supervised: Optional[Supervised] = None
 
 
-class JobCreate(_Lenient):
+class JobCreate(_Body):
     model: str
     training_file: str
     validation_file: Optional[str] = None
@@ -57,12 +89,12 @@ class JobCreate(_Lenient):
     metadata: Optional[dict[str, str]] = None
 
 
-class CompletionCreate(_Lenient):
+class CompletionCreate(_Body):
     model: str
     prompt: str
     max_tokens: int = Field(default=16, ge=1)  # OpenAI's default for the legacy endpoint
     temperature: float = Field(default=1.0, ge=0, le=2)
-    top_p: float = Field(default=1.0, ge=0, le=1)
+    top_p: float = Field(default=1.0, gt=0, le=1)  # 0 would leave no token to sample from
     n: int = Field(default=1, ge=1, le=8)
     seed: Optional[int] = None
     stop: Union[str, list[str], None] = None
@@ -71,11 +103,11 @@ class CompletionCreate(_Lenient):
     stream: Optional[bool] = None
 
 
-class ChatCreate(_Lenient):
+class ChatCreate(_Body):
     model: str
     messages: list[dict] = Field(min_length=1)
     temperature: float = Field(default=1.0, ge=0, le=2)
-    top_p: float = Field(default=1.0, ge=0, le=1)
+    top_p: float = Field(default=1.0, gt=0, le=1)  # 0 would leave no token to sample from
     max_tokens: Optional[int] = Field(default=None, ge=1)
     max_completion_tokens: Optional[int] = Field(default=None, ge=1)
     n: int = Field(default=1, ge=1, le=8)
@@ -99,13 +131,15 @@ def create_app(server) -> FastAPI:
         given = request.headers.get("authorization", "")
         if server.settings.api_key and request.url.path.startswith("/v1") and \
                 not secrets.compare_digest(given.encode(), f"Bearer {server.settings.api_key}".encode()):
-            response = errors.error_response(401, "API 키가 없거나 틀렸습니다. 강사에게 받은 키를 OPENAI_API_KEY 에 "
-                                                  "넣으세요 (Incorrect API key provided).", "invalid_api_key")
+            response = errors.error_response(request, 401, "API 키가 없거나 틀렸습니다. 강사에게 받은 키를 "
+                                             "OPENAI_API_KEY 에 넣으세요 (Incorrect API key provided).", "invalid_api_key")
         else:
             try:
                 response = await call_next(request)
             except Exception as err:  # noqa: BLE001 - any bug becomes a 500 in OpenAI's shape, not a dropped connection
-                response = errors.server_error(err)
+                response = errors.server_error(request, err)
+        if response.status_code >= 400:
+            errors.log_failure(request, response.status_code)
         response.headers[SERVER_HEADER] = f"{server.base_model_id}; device={server.device}"
         return response
 
@@ -384,9 +418,9 @@ def _generation_request(server, body, prompt_ids: list[int], max_tokens: int, to
                             f"{server.context_length} 토큰을 넘습니다 (This model's maximum context length is "
                             f"{server.context_length} tokens).", "context_length_exceeded", prompt_param)
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-    if len(stop) > MAX_STOP_SEQUENCES:
-        raise ApiError(400, f"stop 은 {MAX_STOP_SEQUENCES}개까지입니다 (too many stop sequences).", "invalid_value",
-                       "stop")
+    if len(stop) > MAX_STOP_SEQUENCES or not all(stop):
+        raise ApiError(400, f"stop 은 비어 있지 않은 글 {MAX_STOP_SEQUENCES}개까지입니다 (받은 값: {stop!r}) "
+                            f"(stop must be up to {MAX_STOP_SEQUENCES} non-empty strings).", "invalid_value", "stop")
     return GenerationRequest(prompt_ids=prompt_ids, adapter=adapter, max_tokens=max_tokens,
                              temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=stop, n=body.n,
                              top_logprobs=top_logprobs)

@@ -5,6 +5,8 @@ the English code the SDK and the course's error explanations read.
 """
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -14,15 +16,35 @@ TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permi
          404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error"}
 
 
+log = logging.getLogger("local_server")
+
+
 class ApiError(Exception):
     def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None):
         super().__init__(message)
         self.status, self.message, self.code, self.param = status, message, code, param
 
 
-def error_response(status: int, message: str, code: str | None = None, param: str | None = None) -> JSONResponse:
+def error_response(request: Request, status: int, message: str, code: str | None = None,
+                   param: str | None = None) -> JSONResponse:
     kind = TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    request.state.error = (code, param)  # for log_failure: the middleware sees the response, not what it said
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status)
+
+
+def log_failure(request: Request, status: int) -> None:
+    """One line for every 4xx/5xx: method, path, status, code and param — never headers, keys, queries or bodies."""
+    code, param = getattr(request.state, "error", (None, None))
+    log.log(logging.ERROR if status >= 500 else logging.WARNING, "%s %s -> %d %s param=%s", request.method,
+            request.url.path, status, code, param)
+
+
+def param_name(loc) -> str:
+    """A location as OpenAI names parameters: ("messages", 0, "content") -> "messages[0].content"."""
+    name = ""
+    for part in loc:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
+    return name
 
 
 def not_found(kind: str, object_id: str, param: str | None = None) -> ApiError:
@@ -33,28 +55,29 @@ def not_found(kind: str, object_id: str, param: str | None = None) -> ApiError:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError):
-        return error_response(err.status, err.message, err.code, err.param)
+        return error_response(request, err.status, err.message, err.code, err.param)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError):
         first = err.errors()[0]
         param = ".".join(str(part) for part in first["loc"] if part not in ("body", "query", "path"))
-        return error_response(400, f"요청의 '{param}' 값이 올바르지 않습니다: {first['msg']} "
+        return error_response(request, 400, f"요청의 '{param}' 값이 올바르지 않습니다: {first['msg']} "
                                    f"(Invalid value for '{param}').", "invalid_value", param or None)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):
         if err.status_code == 404:
-            return error_response(404, f"없는 주소입니다: {request.method} {request.url.path} "
+            return error_response(request, 404, f"없는 주소입니다: {request.method} {request.url.path} "
                                        f"(Invalid URL ({request.method} {request.url.path})).", "unknown_url")
         if err.status_code == 405:
-            return error_response(405, f"이 주소는 {request.method} 요청을 받지 않습니다 "
+            return error_response(request, 405, f"이 주소는 {request.method} 요청을 받지 않습니다 "
                                        f"(Method not allowed: {request.method} {request.url.path}).",
                                   "method_not_allowed")
-        return error_response(err.status_code, str(err.detail))
+        return error_response(request, err.status_code, str(err.detail))
 
 
-def server_error(err: Exception) -> JSONResponse:
+def server_error(request: Request, err: Exception) -> JSONResponse:
     """Any other exception: a 500 in OpenAI's shape (the API's middleware turns exceptions into this)."""
-    return error_response(500, f"로컬 서버 안에서 오류가 났습니다: {type(err).__name__}: {err} "
+    log.error("%s %s: a bug in the local server", request.method, request.url.path, exc_info=err)
+    return error_response(request, 500, f"로컬 서버 안에서 오류가 났습니다: {type(err).__name__}: {err} "
                                "(The server had an error while processing your request.)", "server_error")

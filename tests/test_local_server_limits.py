@@ -1,0 +1,84 @@
+"""The local server at its edges: input that looks valid, malformed and oversized bodies, a full disk, an old data
+directory, the API key's hiding places. Each answer is a 4xx/5xx in OpenAI's error shape naming the real parameter,
+and each is written to the server's log (issue 18, items 9-15)."""
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx2
+import pytest
+
+CHAT = {"model": "tiny-gemma0", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+COMPLETION = {"model": "tiny-gemma0", "prompt": "hi", "max_tokens": 2}
+
+
+def post_json(server, path: str, body, **headers) -> httpx2.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()  # ensure_ascii: "\ud800" stays escaped
+    return httpx2.post(f"{server.base_url}{path}", content=content, timeout=60,
+                       headers={"content-type": "application/json", **headers})
+
+
+def assert_openai_error(response: httpx2.Response, status: int, param, code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["param"] == param, error
+    if code is not None:
+        assert error["code"] == code, error
+    return error
+
+
+# ------------------------------------------------------------------------------------------------ item 9
+@pytest.mark.parametrize("path, body, param", [
+    ("/chat/completions", {**CHAT, "top_p": 0}, "top_p"),
+    ("/completions", {**COMPLETION, "top_p": 0}, "top_p"),
+    ("/chat/completions", {**CHAT, "stop": [""]}, "stop"),
+    ("/completions", {**COMPLETION, "stop": ""}, "stop"),
+    ("/chat/completions", {**CHAT, "messages": [{"role": "user", "content": "a\ud800b"}]}, "messages[0].content"),
+    ("/completions", {**COMPLETION, "prompt": "\udc00"}, "prompt"),
+])
+def test_valid_looking_input_is_a_400_naming_the_parameter(tiny_server, caplog, path, body, param):
+    with caplog.at_level(logging.WARNING, logger="local_server"):
+        response = post_json(tiny_server, path, body)
+    assert_openai_error(response, 400, param, "invalid_value")
+    assert f"POST /v1{path} -> 400 invalid_value param={param}" in caplog.messages
+
+
+def test_a_model_whose_adapter_folder_is_gone_is_a_404(tiny_server, caplog):
+    client = tiny_server.client()
+    training = client.files.create(file=("train.jsonl", _training_jsonl()), purpose="fine-tune")
+    model = tiny_server.finish_without_training(client.fine_tuning.jobs.create(model=tiny_server.model,
+                                                                               training_file=training.id).id)
+    with caplog.at_level(logging.WARNING, logger="local_server"):
+        response = post_json(tiny_server, "/chat/completions", {**CHAT, "model": model})
+    error = assert_openai_error(response, 404, "model", "model_not_found")
+    assert "어댑터 폴더" in error["message"]
+    assert "POST /v1/chat/completions -> 404 model_not_found param=model" in caplog.messages
+
+
+def test_every_error_is_logged_without_secrets(tiny_model, tmp_path, caplog, monkeypatch):
+    from local_server.server import Settings
+    from tests.running_server import RunningServer
+
+    running = RunningServer(Settings(data_dir=tmp_path / "data", model=str(tiny_model), api_key="sk-class-secret"),
+                            train=False)
+    try:
+        with caplog.at_level(logging.WARNING, logger="local_server"):
+            post_json(running, "/chat/completions", CHAT, authorization="Bearer sk-wrong-secret")
+            post_json(running, "/chat/completions", {**CHAT, "messages": [{"role": "user", "content": "내 비밀"}],
+                                                     "temperature": 5}, authorization="Bearer sk-class-secret")
+            monkeypatch.setattr(running.local.store, "list_files", lambda *a: 1 / 0)
+            httpx2.get(f"{running.base_url}/files", headers={"authorization": "Bearer sk-class-secret"})
+    finally:
+        running.close()
+    assert "POST /v1/chat/completions -> 401 invalid_api_key param=None" in caplog.messages
+    assert "POST /v1/chat/completions -> 400 invalid_value param=temperature" in caplog.messages
+    assert "GET /v1/files -> 500 server_error param=None" in caplog.messages
+    assert any(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in caplog.records)  # a bug keeps its traceback
+    assert not any(word in caplog.text for word in ("sk-wrong-secret", "sk-class-secret", "내 비밀"))
+
+
+def _training_jsonl(n: int = 10) -> bytes:
+    lines = [{"messages": [{"role": "user", "content": f"질문 {i}"}, {"role": "assistant", "content": f"답 {i}"}]}
+             for i in range(n)]
+    return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
