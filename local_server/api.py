@@ -12,7 +12,7 @@ from typing import Literal, Optional, Union
 
 from fastapi import APIRouter, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
 from helpers import chat_data
 from helpers.local import LOCAL_OWNER, SERVER_HEADER
@@ -63,10 +63,11 @@ def _lone_surrogate_at(value, where: tuple) -> tuple | None:
     return None
 
 
+# Strict numbers: JSON's true is not 1 (pydantic's lax mode would train `"n_epochs": true` for one epoch).
 class Hyperparameters(_Lenient):
-    n_epochs: Union[Literal["auto"], int] = "auto"
-    batch_size: Union[Literal["auto"], int] = "auto"
-    learning_rate_multiplier: Union[Literal["auto"], float] = "auto"
+    n_epochs: Union[Literal["auto"], StrictInt] = "auto"
+    batch_size: Union[Literal["auto"], StrictInt] = "auto"
+    learning_rate_multiplier: Union[Literal["auto"], StrictFloat] = "auto"
 
 
 class Supervised(_Lenient):
@@ -83,7 +84,7 @@ class JobCreate(_Body):
     training_file: str
     validation_file: Optional[str] = None
     suffix: Optional[str] = None
-    seed: Optional[int] = Field(default=None, ge=0, le=2_147_483_647)
+    seed: Optional[StrictInt] = Field(default=None, ge=0, le=2_147_483_647)
     hyperparameters: Optional[Hyperparameters] = None
     method: Optional[Method] = None
     metadata: Optional[dict[str, str]] = None
@@ -92,32 +93,32 @@ class JobCreate(_Body):
 class CompletionCreate(_Body):
     model: str
     prompt: str
-    max_tokens: int = Field(default=16, ge=1)  # OpenAI's default for the legacy endpoint
-    temperature: float = Field(default=1.0, ge=0, le=2)
-    top_p: float = Field(default=1.0, gt=0, le=1)  # 0 would leave no token to sample from
-    n: int = Field(default=1, ge=1, le=8)
-    seed: Optional[int] = None
+    max_tokens: StrictInt = Field(default=16, ge=1)  # OpenAI's default for the legacy endpoint
+    temperature: StrictFloat = Field(default=1.0, ge=0, le=2)
+    top_p: StrictFloat = Field(default=1.0, gt=0, le=1)  # 0 would leave no token to sample from
+    n: StrictInt = Field(default=1, ge=1, le=8)
+    seed: Optional[StrictInt] = None
     stop: Union[str, list[str], None] = None
-    logprobs: Optional[int] = Field(default=None, ge=0, le=5)
-    echo: Optional[bool] = None
-    stream: Optional[bool] = None
+    logprobs: Optional[StrictInt] = Field(default=None, ge=0, le=5)
+    echo: Optional[StrictBool] = None
+    stream: Optional[StrictBool] = None
 
 
 class ChatCreate(_Body):
     model: str
     messages: list[dict] = Field(min_length=1)
-    temperature: float = Field(default=1.0, ge=0, le=2)
-    top_p: float = Field(default=1.0, gt=0, le=1)  # 0 would leave no token to sample from
-    max_tokens: Optional[int] = Field(default=None, ge=1)
-    max_completion_tokens: Optional[int] = Field(default=None, ge=1)
-    n: int = Field(default=1, ge=1, le=8)
-    seed: Optional[int] = None
+    temperature: StrictFloat = Field(default=1.0, ge=0, le=2)
+    top_p: StrictFloat = Field(default=1.0, gt=0, le=1)  # 0 would leave no token to sample from
+    max_tokens: Optional[StrictInt] = Field(default=None, ge=1)
+    max_completion_tokens: Optional[StrictInt] = Field(default=None, ge=1)
+    n: StrictInt = Field(default=1, ge=1, le=8)
+    seed: Optional[StrictInt] = None
     stop: Union[str, list[str], None] = None
-    logprobs: Optional[bool] = None
-    top_logprobs: Optional[int] = Field(default=None, ge=0, le=20)
-    frequency_penalty: Optional[float] = None
-    presence_penalty: Optional[float] = None
-    stream: Optional[bool] = None
+    logprobs: Optional[StrictBool] = None
+    top_logprobs: Optional[StrictInt] = Field(default=None, ge=0, le=20)
+    frequency_penalty: Optional[StrictFloat] = None
+    presence_penalty: Optional[StrictFloat] = None
+    stream: Optional[StrictBool] = None
 
 
 def create_app(server) -> FastAPI:

@@ -47,6 +47,25 @@ def param_name(loc) -> str:
     return name
 
 
+def _real_param(loc: tuple, body) -> str:
+    """The parameter a validation error is about, as named in the request: pydantic's location also holds the
+    alternatives of a union ("n_epochs", "int") which are not in the request, so follow it through the body."""
+    where, parts = loc[0], loc[1:]
+    if where != "body":  # query and path parameters have no alternatives
+        return param_name(parts)
+    found, value = [], body
+    for number, part in enumerate(parts):
+        if isinstance(value, dict) and part in value or \
+                isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+            found.append(part)
+            value = value[part]
+        else:
+            if isinstance(value, dict) and number == len(parts) - 1:  # a required field that is missing
+                found.append(part)
+            break
+    return param_name(found)
+
+
 def not_found(kind: str, object_id: str, param: str | None = None) -> ApiError:
     return ApiError(404, f"{kind} '{object_id}' 을(를) 찾을 수 없습니다 (No such {kind} object: {object_id}).",
                     f"{kind.lower()}_not_found", param)
@@ -59,10 +78,17 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError):
-        first = err.errors()[0]
-        param = ".".join(str(part) for part in first["loc"] if part not in ("body", "query", "path"))
-        return error_response(request, 400, f"요청의 '{param}' 값이 올바르지 않습니다: {first['msg']} "
-                                   f"(Invalid value for '{param}').", "invalid_value", param or None)
+        problems = err.errors()
+        if problems[0]["type"] == "json_invalid":  # its loc is a character position, not a parameter
+            return error_response(request, 400, "요청 본문이 올바른 JSON 이 아닙니다. JSON 객체 하나를 보내세요 (We could "
+                                                "not parse the JSON body of your request.)", "invalid_json")
+        param = _real_param(problems[0]["loc"], err.body)
+        if not param:
+            return error_response(request, 400, "요청 본문은 JSON 객체({...})여야 합니다 (The request body must be a "
+                                                "JSON object.)", "invalid_value")
+        said = "; ".join(dict.fromkeys(p["msg"] for p in problems if _real_param(p["loc"], err.body) == param))
+        return error_response(request, 400, f"요청의 '{param}' 값이 올바르지 않습니다: {said} "
+                                            f"(Invalid value for '{param}').", "invalid_value", param)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):

@@ -82,3 +82,48 @@ def _training_jsonl(n: int = 10) -> bytes:
     lines = [{"messages": [{"role": "user", "content": f"질문 {i}"}, {"role": "assistant", "content": f"답 {i}"}]}
              for i in range(n)]
     return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
+
+
+# ------------------------------------------------------------------------------------------------ item 10
+@pytest.mark.parametrize("content", [b"{", b'{"model": "tiny-gemma0",}', b"\xff\xfe", b'{"model": tiny}'])
+def test_malformed_json_names_no_fake_parameter(tiny_server, content):
+    error = assert_openai_error(post_json(tiny_server, "/chat/completions", content), 400, None)
+    assert error["type"] == "invalid_request_error" and "JSON" in error["message"]
+
+
+@pytest.mark.parametrize("content", [b"[1, 2]", b'"hello"', b"0"])
+def test_a_body_that_is_not_an_object_names_no_parameter(tiny_server, content):
+    assert_openai_error(post_json(tiny_server, "/chat/completions", content), 400, None, "invalid_value")
+
+
+@pytest.mark.parametrize("change, param", [
+    ({"hyperparameters": {"n_epochs": True}}, "hyperparameters.n_epochs"),
+    ({"hyperparameters": {"batch_size": False}}, "hyperparameters.batch_size"),
+    ({"hyperparameters": {"learning_rate_multiplier": True}}, "hyperparameters.learning_rate_multiplier"),
+    ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": True}}}},
+     "method.supervised.hyperparameters.n_epochs"),
+    ({"seed": True}, "seed"),
+    ({"training_file": None}, "training_file"),
+])
+def test_booleans_are_not_numbers_for_jobs(tiny_server, change, param):
+    client = tiny_server.client()
+    training = client.files.create(file=("train.jsonl", _training_jsonl()), purpose="fine-tune")
+    body = {"model": tiny_server.model, "training_file": training.id, **change}
+    assert_openai_error(post_json(tiny_server, "/fine_tuning/jobs", body), 400, param, "invalid_value")
+    assert client.fine_tuning.jobs.list().data == []  # nothing was created
+
+
+@pytest.mark.parametrize("path, change, param", [
+    ("/chat/completions", {"max_tokens": True}, "max_tokens"),
+    ("/chat/completions", {"temperature": True}, "temperature"),
+    ("/chat/completions", {"n": True}, "n"),
+    ("/completions", {"logprobs": True}, "logprobs"),
+    ("/chat/completions", {"model": None}, "model"),
+])
+def test_booleans_are_not_numbers_for_generation(tiny_server, path, change, param):
+    body = {**(CHAT if path == "/chat/completions" else COMPLETION), **change}
+    assert_openai_error(post_json(tiny_server, path, body), 400, param, "invalid_value")
+
+
+def test_a_missing_field_is_named(tiny_server):
+    assert_openai_error(post_json(tiny_server, "/chat/completions", {"messages": CHAT["messages"]}), 400, "model")
