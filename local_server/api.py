@@ -24,6 +24,10 @@ from .jobs import read_examples
 from .store import FINAL_STATUSES, new_id
 
 MAX_STOP_SEQUENCES = 4
+# The largest JSON body, refused before it is parsed: the longest prompt the model takes (its context, 32,768 tokens
+# on Gemma 3 270M) fits with room to spare, even as JSON escapes ("\uXXXX", 6 bytes a Korean character).
+MAX_JSON_BODY_BYTES = 4_000_000
+MULTIPART_ENVELOPE_BYTES = 64_000  # an upload's boundaries, part headers, file name and purpose around the file
 SUFFIX_MAX_LENGTH = 64
 
 
@@ -126,6 +130,16 @@ def create_app(server) -> FastAPI:
     app = FastAPI(title="Local OpenAI-compatible fine-tuning server", version="1")
     errors.install(app)
 
+    def body_limit(scope) -> tuple[int, errors.BodyTooLarge]:
+        if scope["method"] == "POST" and scope["path"] == "/v1/files":
+            return (server.settings.max_upload_bytes + MULTIPART_ENVELOPE_BYTES,
+                    _upload_too_large(server.settings.max_upload_bytes))
+        return MAX_JSON_BODY_BYTES, errors.BodyTooLarge(
+            f"요청 본문이 너무 큽니다: 이 서버는 {MAX_JSON_BODY_BYTES / 1_000_000:g} MB 까지 받습니다 "
+            "(Request body too large).", "request_too_large", None)
+
+    app.add_middleware(_BodyLimit, limit_for=body_limit)  # added first: inside the middleware below, which logs
+
     @app.middleware("http")
     async def check_key_and_identify(request: Request, call_next):
         """Every response, errors included, says which model this server serves (recordings name their source)."""
@@ -153,6 +167,40 @@ def create_app(server) -> FastAPI:
     app.include_router(_models(server), prefix="/v1")
     app.include_router(_generation(server), prefix="/v1")
     return app
+
+
+class _BodyLimit:
+    """Refuse a request body over its limit before reading it (by Content-Length) or as soon as the bytes read pass
+    it (no or a false Content-Length): a huge body is never held in memory or on disk."""
+
+    def __init__(self, app, limit_for):
+        self.app, self.limit_for = app, limit_for
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit, too_large = self.limit_for(scope)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            request = Request(scope)
+            response = errors.error_response(request, 413, too_large.detail, too_large.code, too_large.param)
+            return await response(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise too_large
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+def _upload_too_large(limit_bytes: int) -> errors.BodyTooLarge:
+    return errors.BodyTooLarge(f"파일이 너무 큽니다: 이 서버의 업로드 한도는 {limit_bytes / 1_000_000:g} MB 입니다 "
+                               "(File exceeds the upload size limit).", "file_too_large", "file")
 
 
 def _page(items: list[dict], after: str | None, limit: int, ids: bool = False) -> dict:
@@ -190,10 +238,8 @@ def _files(server) -> APIRouter:
             raise ApiError(400, f"이 로컬 서버는 purpose 'fine-tune' 파일만 받습니다 (받은 값: '{purpose}'). "
                                 f"(Invalid purpose: {purpose})", "invalid_value", "purpose")
         content = file.file.read(server.settings.max_upload_bytes + 1)
-        if len(content) > server.settings.max_upload_bytes:
-            limit_mb = server.settings.max_upload_bytes / 1_000_000
-            raise ApiError(413, f"파일이 너무 큽니다: 이 서버의 업로드 한도는 {limit_mb:g} MB 입니다 "
-                                "(File exceeds the upload size limit).", "file_too_large", "file")
+        if len(content) > server.settings.max_upload_bytes:  # within the envelope the body limit allows
+            raise _upload_too_large(server.settings.max_upload_bytes)
         server.check_training_file(content, file.filename or "upload.jsonl")
         return file_object(store.add_file(content, file.filename or "upload.jsonl", purpose))
 

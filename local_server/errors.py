@@ -25,6 +25,15 @@ class ApiError(Exception):
         self.status, self.message, self.code, self.param = status, message, code, param
 
 
+class BodyTooLarge(HTTPException):
+    """A body that passed its limit while streaming in. An HTTPException, because FastAPI turns any other exception
+    from reading the body into a 400 "There was an error parsing the body"."""
+
+    def __init__(self, message: str, code: str, param: str | None):
+        super().__init__(413, message)
+        self.code, self.param = code, param
+
+
 def error_response(request: Request, status: int, message: str, code: str | None = None,
                    param: str | None = None) -> JSONResponse:
     kind = TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
@@ -89,6 +98,10 @@ def install(app: FastAPI) -> None:
         said = "; ".join(dict.fromkeys(p["msg"] for p in problems if _real_param(p["loc"], err.body) == param))
         return error_response(request, 400, f"요청의 '{param}' 값이 올바르지 않습니다: {said} "
                                             f"(Invalid value for '{param}').", "invalid_value", param)
+
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(request: Request, err: BodyTooLarge):
+        return error_response(request, 413, err.detail, err.code, err.param)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):

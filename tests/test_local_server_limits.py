@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
+import select
+import socket
+import time
 
 import httpx2
+import openai
 import pytest
+
+from local_server.api import MAX_JSON_BODY_BYTES
 
 CHAT = {"model": "tiny-gemma0", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 COMPLETION = {"model": "tiny-gemma0", "prompt": "hi", "max_tokens": 2}
@@ -127,3 +133,100 @@ def test_booleans_are_not_numbers_for_generation(tiny_server, path, change, para
 
 def test_a_missing_field_is_named(tiny_server):
     assert_openai_error(post_json(tiny_server, "/chat/completions", {"messages": CHAT["messages"]}), 400, "model")
+
+
+# ------------------------------------------------------------------------------------------------ item 11
+def raw_request(server, path: str, headers: dict, chunks, wait: float = 10) -> tuple[bytes, int]:
+    """Send a request by hand (so the body can be endless or lie about its length); return the start of the answer
+    and how many body bytes had been sent when it came. A server that reads the whole body first never answers
+    before the body ends."""
+    host, port = "127.0.0.1", server.port
+    head = "".join(f"{k}: {v}\r\n" for k, v in {"host": f"{host}:{port}", **headers}.items())
+    sent = 0
+    with socket.create_connection((host, port), timeout=wait) as sock:
+        sock.sendall(f"POST /v1{path} HTTP/1.1\r\n{head}\r\n".encode())
+        for chunk in chunks:
+            ready, _, _ = select.select([sock], [], [], 0)
+            if ready:
+                break
+            try:
+                sock.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+        answer = sock.recv(65536)
+        head_end = answer.find(b"\r\n\r\n")
+        length = int(next((line.split(b":")[1] for line in answer[:head_end].split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), b"0"))
+        while len(answer) < head_end + 4 + length:
+            answer += sock.recv(65536)
+    return answer, sent
+
+
+def chunked(total: int, piece: int = 1_000_000):
+    """`total` bytes in HTTP/1.1 chunked encoding (no Content-Length), a piece at a time."""
+    for _ in range(total // piece):
+        yield f"{piece:x}\r\n".encode() + b" " * piece + b"\r\n"
+        time.sleep(0.01)  # let the server answer between pieces
+    yield b"0\r\n\r\n"
+
+
+def test_a_json_body_over_the_limit_is_refused_by_its_content_length(tiny_server, caplog):
+    with caplog.at_level(logging.WARNING, logger="local_server"):
+        answer, sent = raw_request(tiny_server, "/chat/completions", {
+            "content-type": "application/json", "content-length": str(MAX_JSON_BODY_BYTES + 1)}, [])
+    assert answer.startswith(b"HTTP/1.1 413") and b'"request_too_large"' in answer and sent == 0
+    assert "POST /v1/chat/completions -> 413 request_too_large param=None" in caplog.messages
+
+
+def test_a_streamed_json_body_is_refused_once_it_passes_the_limit(tiny_server):
+    answer, sent = raw_request(tiny_server, "/chat/completions", {
+        "content-type": "application/json", "transfer-encoding": "chunked"}, chunked(100_000_000))
+    assert answer.startswith(b"HTTP/1.1 413") and b'"request_too_large"' in answer
+    assert sent < 3 * MAX_JSON_BODY_BYTES  # answered while the client was still sending, not after 100 MB
+
+
+def test_a_json_body_under_the_limit_is_still_read(tiny_server):
+    padding = " " * (MAX_JSON_BODY_BYTES - 1000)  # JSON allows whitespace: a big body that is a fine request
+    response = post_json(tiny_server, "/chat/completions", (json.dumps(CHAT)[:-1] + padding + "}").encode())
+    assert response.status_code == 200, response.text
+
+
+@pytest.fixture
+def small_upload_server(tiny_model, tmp_path):
+    from local_server.server import Settings
+    from tests.running_server import RunningServer
+
+    running = RunningServer(Settings(data_dir=tmp_path / "data", model=str(tiny_model), max_upload_bytes=100_000),
+                            train=False)
+    yield running
+    running.close()
+
+
+def test_an_upload_over_the_limit_is_refused_by_its_content_length(small_upload_server):
+    answer, sent = raw_request(small_upload_server, "/files", {
+        "content-type": "multipart/form-data; boundary=xyz", "content-length": "200000000"}, [])
+    assert answer.startswith(b"HTTP/1.1 413") and b'"file_too_large"' in answer and b'"param":"file"' in answer
+    assert sent == 0
+
+
+def test_a_streamed_upload_is_refused_once_it_passes_the_limit(small_upload_server):
+    def multipart():
+        yield b'--xyz\r\ncontent-disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        yield b'--xyz\r\ncontent-disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'
+        for _ in range(200):
+            yield b"x" * 1_000_000  # 200 MB if it were all read
+    pieces = (f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in multipart())
+    answer, sent = raw_request(small_upload_server, "/files", {
+        "content-type": "multipart/form-data; boundary=xyz", "transfer-encoding": "chunked"},
+        (time.sleep(0.01) or p for p in pieces))
+    assert answer.startswith(b"HTTP/1.1 413") and b'"file_too_large"' in answer
+    assert sent < 20_000_000
+    assert list((small_upload_server.local.store.files_dir).iterdir()) == []
+
+
+def test_an_upload_just_over_the_limit_is_refused_after_reading(small_upload_server):
+    client = small_upload_server.client()
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.files.create(file=("train.jsonl", _training_jsonl(1300)), purpose="fine-tune")  # > 100 kB, < envelope
+    assert caught.value.status_code == 413 and caught.value.body["code"] == "file_too_large"
