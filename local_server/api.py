@@ -217,9 +217,10 @@ def _page(items: list[dict], after: str | None, limit: int, ids: bool = False) -
 
 # ---------------------------------------------------------------------------------------------- files
 def file_object(file: dict) -> dict:
+    """No expires_at or status_details: the spec allows them out but not null, and a local file neither expires nor
+    fails to process (a bad file is refused at upload)."""
     return {"id": file["id"], "object": "file", "bytes": file["bytes"], "created_at": file["created_at"],
-            "filename": file["filename"], "purpose": file["purpose"], "status": "processed",
-            "status_details": None, "expires_at": None}
+            "filename": file["filename"], "purpose": file["purpose"], "status": "processed"}
 
 
 def _files(server) -> APIRouter:
@@ -277,14 +278,17 @@ def job_object(job: dict) -> dict:
         "result_files": job["result_files"], "seed": job["seed"], "status": job["status"],
         "trained_tokens": job["trained_tokens"], "training_file": job["training_file"],
         "validation_file": job["validation_file"], "estimated_finish": job["estimated_finish"],
-        "integrations": [], "metadata": job["metadata"], "user_provided_suffix": job["suffix"],
+        "integrations": [], "metadata": job["metadata"],
+        **({"user_provided_suffix": job["suffix"]} if job["suffix"] is not None else {}),
         "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
     }
 
 
 def event_object(event: dict) -> dict:
+    """`data` only where there is some (metrics): the spec allows it out but not null."""
     return {"id": event["id"], "object": "fine_tuning.job.event", "created_at": event["created_at"],
-            "level": event["level"], "message": event["message"], "type": event["type"], "data": event["data"]}
+            "level": event["level"], "message": event["message"], "type": event["type"],
+            **({"data": event["data"]} if event["data"] is not None else {})}
 
 
 def checkpoint_object(checkpoint: dict) -> dict:
