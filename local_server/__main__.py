@@ -34,12 +34,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                         help="기본 모델의 수 형식 (기본 auto: 하드웨어가 bfloat16을 직접 계산하면 bfloat16, 아니면 float32). "
                              "LoRA 가중치는 늘 float32로 학습")
-    parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
-                        help=f"요청에 이 키를 요구합니다 (환경 변수 {API_KEY_ENV} 로도 줄 수 있음)")
+    key = parser.add_mutually_exclusive_group()
+    key.add_argument("--api-key", help=f"요청에 이 키를 요구합니다. 명령줄은 ps 로 누구나 볼 수 있으니 수업에서는 "
+                                       f"--api-key-file 이나 환경 변수 {API_KEY_ENV} 를 쓰세요")
+    key.add_argument("--api-key-file", type=Path, help="키를 이 파일의 첫 줄에서 읽습니다 (ps 에 보이지 않음)")
     parser.add_argument("--max-upload-mb", type=float, default=50, help="업로드 파일 크기 한도 (MB, 기본 50)")
     parser.add_argument("--exit-when-stdin-closes", action="store_true",
                         help="표준 입력이 닫히면 끝냅니다: 서버를 띄운 프로그램(노트북 커널)이 끝나면 함께 끝나도록")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.api_key_file is not None:
+        try:
+            args.api_key = args.api_key_file.read_text(encoding="utf-8").strip()
+        except OSError as err:
+            parser.error(f"--api-key-file 을 읽지 못했습니다: {err}")
+        if not args.api_key:
+            parser.error(f"--api-key-file {args.api_key_file} 이(가) 비어 있습니다")
+    args.api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    return args
 
 
 def is_loopback(host: str) -> bool:
@@ -65,8 +76,9 @@ def main(argv=None) -> int:
     limit_malloc_arenas()  # before any thread starts
     args = parse_args(argv)
     if not is_loopback(args.host) and not args.api_key:
-        print(f"⚠ {args.host} 에서 들으면 다른 컴퓨터도 이 서버에 요청할 수 있습니다. --api-key 로 키를 정해 주세요 "
-              f"(또는 환경 변수 {API_KEY_ENV}). 수강생은 그 키를 OPENAI_API_KEY 로 씁니다.", file=sys.stderr)
+        print(f"⚠ {args.host} 에서 들으면 다른 컴퓨터도 이 서버에 요청할 수 있습니다. 키를 정해 주세요: 환경 변수 "
+              f"{API_KEY_ENV} 나 --api-key-file (--api-key 는 ps 에 보입니다). 수강생은 그 키를 OPENAI_API_KEY 로 "
+              "씁니다.", file=sys.stderr)
         return 2
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # inherited by the training worker too
     import uvicorn

@@ -142,9 +142,10 @@ def create_app(server) -> FastAPI:
 
     @app.middleware("http")
     async def check_key_and_identify(request: Request, call_next):
-        """Every response, errors included, says which model this server serves (recordings name their source)."""
+        """Every path but /health needs the key when one is set (the docs too: they list every route). Every response,
+        errors included, says which model this server serves (recordings name their source)."""
         given = request.headers.get("authorization", "")
-        if server.settings.api_key and request.url.path.startswith("/v1") and \
+        if server.settings.api_key and request.url.path != "/health" and \
                 not secrets.compare_digest(given.encode(), f"Bearer {server.settings.api_key}".encode()):
             response = errors.error_response(request, 401, "API 키가 없거나 틀렸습니다. 강사에게 받은 키를 "
                                              "OPENAI_API_KEY 에 넣으세요 (Incorrect API key provided).", "invalid_api_key")

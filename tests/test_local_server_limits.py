@@ -230,3 +230,37 @@ def test_an_upload_just_over_the_limit_is_refused_after_reading(small_upload_ser
     with pytest.raises(openai.APIStatusError) as caught:
         client.files.create(file=("train.jsonl", _training_jsonl(1300)), purpose="fine-tune")  # > 100 kB, < envelope
     assert caught.value.status_code == 413 and caught.value.body["code"] == "file_too_large"
+
+
+# ------------------------------------------------------------------------------------------------ item 15
+def test_the_key_can_come_from_the_environment_or_a_file_and_not_only_the_command_line(tmp_path, monkeypatch):
+    from local_server.__main__ import API_KEY_ENV, parse_args
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    assert parse_args([]).api_key is None
+    monkeypatch.setenv(API_KEY_ENV, "sk-from-env")
+    assert parse_args([]).api_key == "sk-from-env"
+    key_file = tmp_path / "key.txt"
+    key_file.write_text("sk-from-file\n", encoding="utf-8")
+    assert parse_args(["--api-key-file", str(key_file)]).api_key == "sk-from-file"
+    key_file.write_text("\n", encoding="utf-8")
+    with pytest.raises(SystemExit):
+        parse_args(["--api-key-file", str(key_file)])
+    with pytest.raises(SystemExit):
+        parse_args(["--api-key-file", str(tmp_path / "missing.txt")])
+
+
+def test_the_docs_need_the_key_when_one_is_set(tiny_model, tmp_path):
+    from local_server.server import Settings
+    from tests.running_server import RunningServer
+
+    running = RunningServer(Settings(data_dir=tmp_path / "data", model=str(tiny_model), api_key="sk-class"),
+                            train=False)
+    root = running.base_url.removesuffix("/v1")
+    try:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert_openai_error(httpx2.get(f"{root}{path}"), 401, None, "invalid_api_key")
+            assert httpx2.get(f"{root}{path}", headers={"authorization": "Bearer sk-class"}).status_code == 200
+        assert httpx2.get(f"{root}/health").status_code == 200  # what the course checks before it has a key
+    finally:
+        running.close()
