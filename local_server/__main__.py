@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .base_model import DEFAULT_MODEL, DTYPES
 from .server import CACHE_DIR, LocalServer, Settings
+from .store import IncompatibleStore
 
 API_KEY_ENV = "LOCAL_SERVER_API_KEY"
 M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
@@ -88,7 +89,11 @@ def main(argv=None) -> int:
     settings = Settings(data_dir=args.data_dir, model=args.model, device=args.device, dtype=args.dtype, host=args.host,
                         port=args.port, api_key=args.api_key, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
                         model_cache_dir=args.model_cache_dir)
-    server = LocalServer(settings)
+    try:
+        server = LocalServer(settings)
+    except IncompatibleStore as err:
+        print(f"⚠ {err}", file=sys.stderr)
+        return 2
     print(f"로컬 미세 조정 서버: http://{args.host}:{args.port}/v1 — 모델 {server.base_model_id} "
           f"({server.load_seconds:.1f}초에 불러옴), 장치 {server.device} ({server.dtype}), 데이터 {settings.data_dir}",
           flush=True)

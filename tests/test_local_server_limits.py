@@ -7,6 +7,7 @@ import json
 import logging
 import select
 import socket
+import sqlite3
 import time
 
 import httpx2
@@ -264,3 +265,35 @@ def test_the_docs_need_the_key_when_one_is_set(tiny_model, tmp_path):
         assert httpx2.get(f"{root}/health").status_code == 200  # what the course checks before it has a key
     finally:
         running.close()
+
+
+# ------------------------------------------------------------------------------------------------ item 14
+def test_a_store_made_before_versions_is_stamped_and_keeps_its_rows(tmp_path):
+    from local_server.store import SCHEMA, SCHEMA_VERSION, Store
+
+    with sqlite3.connect(tmp_path / "state.sqlite3") as old:  # what every server before versions left behind
+        old.executescript(SCHEMA)
+        old.execute("INSERT INTO files VALUES ('file-old', 'fine-tune', 'a.jsonl', 3, 1, 'file-old', 1)")
+    store = Store(tmp_path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert store.file("file-old")["filename"] == "a.jsonl"
+    assert Store(tmp_path).file("file-old") is not None  # and it opens again
+
+
+@pytest.mark.parametrize("make", [
+    lambda db: db.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, status TEXT)"),  # an older shape, no version
+    lambda db: db.execute("PRAGMA user_version = 99"),  # made by a newer course
+])
+def test_a_store_of_another_version_is_refused_naming_the_folder(tiny_model, tmp_path, capsys, make):
+    from local_server.__main__ import main
+    from local_server.store import IncompatibleStore, Store
+
+    data = tmp_path / "old-data"
+    data.mkdir()
+    with sqlite3.connect(data / "state.sqlite3") as old:
+        make(old)
+    with pytest.raises(IncompatibleStore) as caught:
+        Store(data)
+    assert str(data) in str(caught.value) and "옮긴 뒤" in str(caught.value)
+    assert main(["--data-dir", str(data), "--model", str(tiny_model), "--port", "9"]) == 2
+    assert str(data) in capsys.readouterr().err
