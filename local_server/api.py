@@ -153,7 +153,7 @@ def create_app(server) -> FastAPI:
             try:
                 response = await call_next(request)
             except Exception as err:  # noqa: BLE001 - any bug becomes a 500 in OpenAI's shape, not a dropped connection
-                response = errors.server_error(request, err)
+                response = errors.server_error(request, err, server.store.data_dir)
         if response.status_code >= 400:
             errors.log_failure(request, response.status_code)
         response.headers[SERVER_HEADER] = f"{server.base_model_id}; device={server.device}"

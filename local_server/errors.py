@@ -5,7 +5,13 @@ the English code the SDK and the course's error explanations read.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import shutil
+import sqlite3
+import tempfile
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +20,7 @@ from starlette.exceptions import HTTPException
 
 TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
          404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error"}
+INSUFFICIENT_STORAGE = 507
 
 
 log = logging.getLogger("local_server")
@@ -105,6 +112,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):
+        if is_disk_full(err.__cause__):  # e.g. spooling an upload to the temp folder, which FastAPI calls a 400
+            return error_response(request, INSUFFICIENT_STORAGE,
+                                  disk_full_message(Path(tempfile.gettempdir()), "임시 폴더"), "disk_full")
         if err.status_code == 404:
             return error_response(request, 404, f"없는 주소입니다: {request.method} {request.url.path} "
                                        f"(Invalid URL ({request.method} {request.url.path})).", "unknown_url")
@@ -115,8 +125,33 @@ def install(app: FastAPI) -> None:
         return error_response(request, err.status_code, str(err.detail))
 
 
-def server_error(request: Request, err: Exception) -> JSONResponse:
-    """Any other exception: a 500 in OpenAI's shape (the API's middleware turns exceptions into this)."""
+def is_disk_full(err: BaseException | None) -> bool:
+    """A write that found no room: ENOSPC, SQLite's "database or disk is full", or a library (safetensors) that
+    wraps the OS error in its own exception but keeps its words."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC or \
+                isinstance(err, sqlite3.Error) and getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or \
+                os.strerror(errno.ENOSPC) in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def disk_full_message(folder: Path, what: str = "데이터 폴더") -> str:
+    """Korean, naming the folder, its disk and the room left there, and what to do."""
+    folder = Path(folder).resolve()
+    disk = next(p for p in (folder, *folder.parents) if os.path.ismount(p))
+    free_mb = shutil.disk_usage(folder).free / 1_000_000
+    return (f"디스크가 가득 찼습니다: {what} {folder} 이(가) 있는 디스크({disk})에 남은 자리가 {free_mb:,.0f} MB 입니다. "
+            "필요 없는 파일이나 미세 조정 모델을 지우거나, 자리가 있는 디스크의 폴더로 서버를 다시 켜세요 (--data-dir) "
+            "(No space left on device).")
+
+
+def server_error(request: Request, err: Exception, data_dir: Path) -> JSONResponse:
+    """Any other exception: a 500 in OpenAI's shape (the API's middleware turns exceptions into this); a full disk
+    is a 507 that says so."""
+    if is_disk_full(err):
+        return error_response(request, INSUFFICIENT_STORAGE, disk_full_message(data_dir), "disk_full")
     log.error("%s %s: a bug in the local server", request.method, request.url.path, exc_info=err)
     return error_response(request, 500, f"로컬 서버 안에서 오류가 났습니다: {type(err).__name__}: {err} "
                                "(The server had an error while processing your request.)", "server_error")

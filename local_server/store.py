@@ -277,8 +277,12 @@ class _Transaction:
 def write_atomically(path: Path, content: bytes) -> None:
     """Write to a temp name in the same folder, flush to disk, then rename: never a half-written file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # e.g. a full disk: no partial file left behind, and its room given back
+        tmp.unlink(missing_ok=True)
+        raise

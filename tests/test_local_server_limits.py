@@ -3,12 +3,15 @@ directory, the API key's hiding places. Each answer is a 4xx/5xx in OpenAI's err
 and each is written to the server's log (issue 18, items 9-15)."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import select
 import socket
 import sqlite3
 import time
+from pathlib import Path
 
 import httpx2
 import openai
@@ -297,3 +300,87 @@ def test_a_store_of_another_version_is_refused_naming_the_folder(tiny_model, tmp
     assert str(data) in str(caught.value) and "옮긴 뒤" in str(caught.value)
     assert main(["--data-dir", str(data), "--model", str(tiny_model), "--port", "9"]) == 2
     assert str(data) in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ item 12
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_an_upload_onto_a_full_disk_is_a_507_naming_the_disk_and_leaves_no_partial_file(tiny_server, monkeypatch,
+                                                                                         caplog):
+    client = tiny_server.client()
+    monkeypatch.setattr("local_server.store.os.fsync", no_space)  # the file is half on disk when the disk fills
+    with caplog.at_level(logging.WARNING, logger="local_server"), pytest.raises(openai.APIStatusError) as caught:
+        client.files.create(file=("train.jsonl", _training_jsonl()), purpose="fine-tune")
+    monkeypatch.undo()
+    error = caught.value.body
+    assert caught.value.status_code == 507 and error["code"] == "disk_full" and error["type"] == "server_error"
+    assert "디스크가 가득 찼습니다" in error["message"] and str(tiny_server.local.store.data_dir) in error["message"]
+    assert list(tiny_server.local.store.files_dir.iterdir()) == [] and client.files.list().data == []
+    assert "POST /v1/files -> 507 disk_full param=None" in caplog.messages
+
+
+def test_a_full_disk_during_training_fails_the_job_at_once_naming_the_disk(tiny_server, monkeypatch):
+    from peft import PeftModel
+
+    from local_server.jobs import run_job
+
+    def half_written(self, folder, *args, **kwargs):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "adapter_model.safetensors").write_bytes(b"half")
+        no_space()
+    client, store = tiny_server.client(), tiny_server.local.store
+    training = client.files.create(file=("train.jsonl", _training_jsonl()), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=tiny_server.model, training_file=training.id,
+                                         hyperparameters={"n_epochs": 1, "batch_size": 10})
+    store.update_job(job.id, status="running", hyperparameters={"n_epochs": 1, "batch_size": 10,
+                                                                 "learning_rate_multiplier": 1.0})
+    monkeypatch.setattr(PeftModel, "save_pretrained", half_written)
+    run_job(str(store.data_dir), job.id, tiny_server.model, str(tiny_server.local.model_source), "cpu")
+    failed = client.fine_tuning.jobs.retrieve(job.id)
+    assert failed.status == "failed" and failed.error.code == "disk_full" and failed.finished_at is not None
+    assert "디스크가 가득 찼습니다" in failed.error.message and str(store.data_dir) in failed.error.message
+    assert [p.name for p in (store.adapters_dir / job.id).iterdir()] == []  # the half-written adapter is gone
+    assert [e.level for e in client.fine_tuning.jobs.list_events(job.id, limit=100)].count("error") == 1
+
+
+def test_a_worker_that_could_not_even_record_the_full_disk_is_recorded_by_the_scheduler(tiny_server, monkeypatch):
+    from local_server.jobs import EXIT_DISK_FULL, Scheduler, run_job
+    from local_server.store import Store
+
+    client, store = tiny_server.client(), tiny_server.local.store
+    training = client.files.create(file=("train.jsonl", _training_jsonl()), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=tiny_server.model, training_file=training.id)
+    store.update_job(job.id, status="running")
+    with monkeypatch.context() as patch:
+        patch.setattr(Store, "add_event", no_space)
+        patch.setattr(Store, "update_job", no_space)
+        with pytest.raises(SystemExit) as exited:
+            run_job(str(store.data_dir), job.id, tiny_server.model, str(tiny_server.local.model_source), "cpu")
+    assert exited.value.code == EXIT_DISK_FULL
+
+    class EndedWorker:
+        exitcode = EXIT_DISK_FULL
+
+        def is_alive(self):
+            return False
+
+        def join(self, timeout=None):
+            pass
+    scheduler = Scheduler(store, tiny_server.model, str(tiny_server.local.model_source), "cpu")
+    scheduler.worker, scheduler.worker_job = EndedWorker(), job.id
+    scheduler._watch_worker()
+    failed = client.fine_tuning.jobs.retrieve(job.id)
+    assert failed.status == "failed" and failed.error.code == "disk_full" and "메모리" not in failed.error.message
+
+
+def test_a_failure_that_repeats_every_tick_is_printed_once(tiny_server, capfd):
+    from local_server.jobs import Scheduler
+
+    scheduler = Scheduler(tiny_server.local.store, tiny_server.model, "unused", "cpu", poll_seconds=0.01)
+    scheduler._tick = no_space
+    scheduler.start()
+    time.sleep(0.5)  # some 50 ticks
+    scheduler.stop()
+    assert capfd.readouterr().err.count("Traceback") == 1
