@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ipaddress
+import logging
 import os
 import sys
 import threading
@@ -76,6 +77,7 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 def main(argv=None) -> int:
     limit_malloc_arenas()  # before any thread starts
     args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # every 4xx/5xx is one line
     if not is_loopback(args.host) and not args.api_key:
         print(f"⚠ {args.host} 에서 들으면 다른 컴퓨터도 이 서버에 요청할 수 있습니다. 키를 정해 주세요: 환경 변수 "
               f"{API_KEY_ENV} 나 --api-key-file (--api-key 는 ps 에 보입니다). 수강생은 그 키를 OPENAI_API_KEY 로 "
