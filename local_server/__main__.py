@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ipaddress
+import logging
 import os
 import sys
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from .base_model import DEFAULT_MODEL, DTYPES
 from .server import CACHE_DIR, LocalServer, Settings
+from .store import IncompatibleStore
 
 API_KEY_ENV = "LOCAL_SERVER_API_KEY"
 M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
@@ -34,12 +36,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                         help="기본 모델의 수 형식 (기본 auto: 하드웨어가 bfloat16을 직접 계산하면 bfloat16, 아니면 float32). "
                              "LoRA 가중치는 늘 float32로 학습")
-    parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
-                        help=f"요청에 이 키를 요구합니다 (환경 변수 {API_KEY_ENV} 로도 줄 수 있음)")
+    key = parser.add_mutually_exclusive_group()
+    key.add_argument("--api-key", help=f"요청에 이 키를 요구합니다. 명령줄은 ps 로 누구나 볼 수 있으니 수업에서는 "
+                                       f"--api-key-file 이나 환경 변수 {API_KEY_ENV} 를 쓰세요")
+    key.add_argument("--api-key-file", type=Path, help="키를 이 파일의 첫 줄에서 읽습니다 (ps 에 보이지 않음)")
     parser.add_argument("--max-upload-mb", type=float, default=50, help="업로드 파일 크기 한도 (MB, 기본 50)")
     parser.add_argument("--exit-when-stdin-closes", action="store_true",
                         help="표준 입력이 닫히면 끝냅니다: 서버를 띄운 프로그램(노트북 커널)이 끝나면 함께 끝나도록")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.api_key_file is not None:
+        try:
+            args.api_key = args.api_key_file.read_text(encoding="utf-8").strip()
+        except OSError as err:
+            parser.error(f"--api-key-file 을 읽지 못했습니다: {err}")
+        if not args.api_key:
+            parser.error(f"--api-key-file {args.api_key_file} 이(가) 비어 있습니다")
+    args.api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    return args
 
 
 def is_loopback(host: str) -> bool:
@@ -64,9 +77,11 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 def main(argv=None) -> int:
     limit_malloc_arenas()  # before any thread starts
     args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # every 4xx/5xx is one line
     if not is_loopback(args.host) and not args.api_key:
-        print(f"⚠ {args.host} 에서 들으면 다른 컴퓨터도 이 서버에 요청할 수 있습니다. --api-key 로 키를 정해 주세요 "
-              f"(또는 환경 변수 {API_KEY_ENV}). 수강생은 그 키를 OPENAI_API_KEY 로 씁니다.", file=sys.stderr)
+        print(f"⚠ {args.host} 에서 들으면 다른 컴퓨터도 이 서버에 요청할 수 있습니다. 키를 정해 주세요: 환경 변수 "
+              f"{API_KEY_ENV} 나 --api-key-file (--api-key 는 ps 에 보입니다). 수강생은 그 키를 OPENAI_API_KEY 로 "
+              "씁니다.", file=sys.stderr)
         return 2
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # inherited by the training worker too
     import uvicorn
@@ -76,7 +91,11 @@ def main(argv=None) -> int:
     settings = Settings(data_dir=args.data_dir, model=args.model, device=args.device, dtype=args.dtype, host=args.host,
                         port=args.port, api_key=args.api_key, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
                         model_cache_dir=args.model_cache_dir)
-    server = LocalServer(settings)
+    try:
+        server = LocalServer(settings)
+    except IncompatibleStore as err:
+        print(f"⚠ {err}", file=sys.stderr)
+        return 2
     print(f"로컬 미세 조정 서버: http://{args.host}:{args.port}/v1 — 모델 {server.base_model_id} "
           f"({server.load_seconds:.1f}초에 불러옴), 장치 {server.device} ({server.dtype}), 데이터 {settings.data_dir}",
           flush=True)

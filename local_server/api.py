@@ -12,7 +12,7 @@ from typing import Literal, Optional, Union
 
 from fastapi import APIRouter, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
 from helpers import chat_data
 from helpers.local import LOCAL_OWNER, SERVER_HEADER
@@ -24,6 +24,10 @@ from .jobs import read_examples
 from .store import FINAL_STATUSES, new_id
 
 MAX_STOP_SEQUENCES = 4
+# The largest JSON body, refused before it is parsed: the longest prompt the model takes (its context, 32,768 tokens
+# on Gemma 3 270M) fits with room to spare, even as JSON escapes ("\uXXXX", 6 bytes a Korean character).
+MAX_JSON_BODY_BYTES = 4_000_000
+MULTIPART_ENVELOPE_BYTES = 64_000  # an upload's boundaries, part headers, file name and purpose around the file
 SUFFIX_MAX_LENGTH = 64
 
 
@@ -31,10 +35,43 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class _Body(_Lenient):
+    """A whole request body."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_unicode(cls, data):
+        """JSON may spell half a surrogate pair ("\\ud800"): Python keeps it in the str, and no tokenizer or encoder
+        takes it. Refused here, naming where it is, instead of failing deep in the model."""
+        where = _lone_surrogate_at(data, ())
+        if where is not None:
+            param = errors.param_name(where)
+            raise ApiError(400, f"'{param}' 에 짝이 없는 서로게이트 문자(\\ud800~\\udfff)가 있습니다: 올바른 유니코드 "
+                                f"글이 아닙니다 (Invalid Unicode in '{param}').", "invalid_value", param)
+        return data
+
+
+def _lone_surrogate_at(value, where: tuple) -> tuple | None:
+    """The location of the first string that is not valid Unicode (a lone surrogate), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _lone_surrogate_at(item, (*where, key))
+        if found is not None:
+            return found
+    return None
+
+
+# Strict numbers: JSON's true is not 1 (pydantic's lax mode would train `"n_epochs": true` for one epoch).
 class Hyperparameters(_Lenient):
-    n_epochs: Union[Literal["auto"], int] = "auto"
-    batch_size: Union[Literal["auto"], int] = "auto"
-    learning_rate_multiplier: Union[Literal["auto"], float] = "auto"
+    n_epochs: Union[Literal["auto"], StrictInt] = "auto"
+    batch_size: Union[Literal["auto"], StrictInt] = "auto"
+    learning_rate_multiplier: Union[Literal["auto"], StrictFloat] = "auto"
 
 
 class Supervised(_Lenient):
@@ -46,46 +83,46 @@ class Method(_Lenient):
     supervised: Optional[Supervised] = None
 
 
-class JobCreate(_Lenient):
+class JobCreate(_Body):
     model: str
     training_file: str
     validation_file: Optional[str] = None
     suffix: Optional[str] = None
-    seed: Optional[int] = Field(default=None, ge=0, le=2_147_483_647)
+    seed: Optional[StrictInt] = Field(default=None, ge=0, le=2_147_483_647)
     hyperparameters: Optional[Hyperparameters] = None
     method: Optional[Method] = None
     metadata: Optional[dict[str, str]] = None
 
 
-class CompletionCreate(_Lenient):
+class CompletionCreate(_Body):
     model: str
     prompt: str
-    max_tokens: int = Field(default=16, ge=1)  # OpenAI's default for the legacy endpoint
-    temperature: float = Field(default=1.0, ge=0, le=2)
-    top_p: float = Field(default=1.0, ge=0, le=1)
-    n: int = Field(default=1, ge=1, le=8)
-    seed: Optional[int] = None
+    max_tokens: StrictInt = Field(default=16, ge=1)  # OpenAI's default for the legacy endpoint
+    temperature: StrictFloat = Field(default=1.0, ge=0, le=2)
+    top_p: StrictFloat = Field(default=1.0, ge=0, le=1)  # 0: only the most likely token, as OpenAI takes it
+    n: StrictInt = Field(default=1, ge=1, le=8)
+    seed: Optional[StrictInt] = None
     stop: Union[str, list[str], None] = None
-    logprobs: Optional[int] = Field(default=None, ge=0, le=5)
-    echo: Optional[bool] = None
-    stream: Optional[bool] = None
+    logprobs: Optional[StrictInt] = Field(default=None, ge=0, le=5)
+    echo: Optional[StrictBool] = None
+    stream: Optional[StrictBool] = None
 
 
-class ChatCreate(_Lenient):
+class ChatCreate(_Body):
     model: str
     messages: list[dict] = Field(min_length=1)
-    temperature: float = Field(default=1.0, ge=0, le=2)
-    top_p: float = Field(default=1.0, ge=0, le=1)
-    max_tokens: Optional[int] = Field(default=None, ge=1)
-    max_completion_tokens: Optional[int] = Field(default=None, ge=1)
-    n: int = Field(default=1, ge=1, le=8)
-    seed: Optional[int] = None
+    temperature: StrictFloat = Field(default=1.0, ge=0, le=2)
+    top_p: StrictFloat = Field(default=1.0, ge=0, le=1)  # 0: only the most likely token, as OpenAI takes it
+    max_tokens: Optional[StrictInt] = Field(default=None, ge=1)
+    max_completion_tokens: Optional[StrictInt] = Field(default=None, ge=1)
+    n: StrictInt = Field(default=1, ge=1, le=8)
+    seed: Optional[StrictInt] = None
     stop: Union[str, list[str], None] = None
-    logprobs: Optional[bool] = None
-    top_logprobs: Optional[int] = Field(default=None, ge=0, le=20)
-    frequency_penalty: Optional[float] = None
-    presence_penalty: Optional[float] = None
-    stream: Optional[bool] = None
+    logprobs: Optional[StrictBool] = None
+    top_logprobs: Optional[StrictInt] = Field(default=None, ge=0, le=20)
+    frequency_penalty: Optional[StrictFloat] = None
+    presence_penalty: Optional[StrictFloat] = None
+    stream: Optional[StrictBool] = None
 
 
 def create_app(server) -> FastAPI:
@@ -93,19 +130,32 @@ def create_app(server) -> FastAPI:
     app = FastAPI(title="Local OpenAI-compatible fine-tuning server", version="1")
     errors.install(app)
 
+    def body_limit(scope) -> tuple[int, errors.BodyTooLarge]:
+        if scope["method"] == "POST" and scope["path"] == "/v1/files":
+            return (server.settings.max_upload_bytes + MULTIPART_ENVELOPE_BYTES,
+                    _upload_too_large(server.settings.max_upload_bytes))
+        return MAX_JSON_BODY_BYTES, errors.BodyTooLarge(
+            f"요청 본문이 너무 큽니다: 이 서버는 {MAX_JSON_BODY_BYTES / 1_000_000:g} MB 까지 받습니다 "
+            "(Request body too large).", "request_too_large", None)
+
+    app.add_middleware(_BodyLimit, limit_for=body_limit)  # added first: inside the middleware below, which logs
+
     @app.middleware("http")
     async def check_key_and_identify(request: Request, call_next):
-        """Every response, errors included, says which model this server serves (recordings name their source)."""
+        """Every path but /health needs the key when one is set (the docs too: they list every route). Every response,
+        errors included, says which model this server serves (recordings name their source)."""
         given = request.headers.get("authorization", "")
-        if server.settings.api_key and request.url.path.startswith("/v1") and \
+        if server.settings.api_key and request.url.path != "/health" and \
                 not secrets.compare_digest(given.encode(), f"Bearer {server.settings.api_key}".encode()):
-            response = errors.error_response(401, "API 키가 없거나 틀렸습니다. 강사에게 받은 키를 OPENAI_API_KEY 에 "
-                                                  "넣으세요 (Incorrect API key provided).", "invalid_api_key")
+            response = errors.error_response(request, 401, "API 키가 없거나 틀렸습니다. 강사에게 받은 키를 "
+                                             "OPENAI_API_KEY 에 넣으세요 (Incorrect API key provided).", "invalid_api_key")
         else:
             try:
                 response = await call_next(request)
             except Exception as err:  # noqa: BLE001 - any bug becomes a 500 in OpenAI's shape, not a dropped connection
-                response = errors.server_error(err)
+                response = errors.server_error(request, err, server.store.data_dir)
+        if response.status_code >= 400:
+            errors.log_failure(request, response.status_code)
         response.headers[SERVER_HEADER] = f"{server.base_model_id}; device={server.device}"
         return response
 
@@ -118,6 +168,40 @@ def create_app(server) -> FastAPI:
     app.include_router(_models(server), prefix="/v1")
     app.include_router(_generation(server), prefix="/v1")
     return app
+
+
+class _BodyLimit:
+    """Refuse a request body over its limit before reading it (by Content-Length) or as soon as the bytes read pass
+    it (no or a false Content-Length): a huge body is never held in memory or on disk."""
+
+    def __init__(self, app, limit_for):
+        self.app, self.limit_for = app, limit_for
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit, too_large = self.limit_for(scope)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            request = Request(scope)
+            response = errors.error_response(request, 413, too_large.detail, too_large.code, too_large.param)
+            return await response(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise too_large
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+def _upload_too_large(limit_bytes: int) -> errors.BodyTooLarge:
+    return errors.BodyTooLarge(f"파일이 너무 큽니다: 이 서버의 업로드 한도는 {limit_bytes / 1_000_000:g} MB 입니다 "
+                               "(File exceeds the upload size limit).", "file_too_large", "file")
 
 
 def _page(items: list[dict], after: str | None, limit: int, ids: bool = False) -> dict:
@@ -134,9 +218,10 @@ def _page(items: list[dict], after: str | None, limit: int, ids: bool = False) -
 
 # ---------------------------------------------------------------------------------------------- files
 def file_object(file: dict) -> dict:
+    """No expires_at or status_details: the spec allows them out but not null, and a local file neither expires nor
+    fails to process (a bad file is refused at upload)."""
     return {"id": file["id"], "object": "file", "bytes": file["bytes"], "created_at": file["created_at"],
-            "filename": file["filename"], "purpose": file["purpose"], "status": "processed",
-            "status_details": None, "expires_at": None}
+            "filename": file["filename"], "purpose": file["purpose"], "status": "processed"}
 
 
 def _files(server) -> APIRouter:
@@ -155,10 +240,8 @@ def _files(server) -> APIRouter:
             raise ApiError(400, f"이 로컬 서버는 purpose 'fine-tune' 파일만 받습니다 (받은 값: '{purpose}'). "
                                 f"(Invalid purpose: {purpose})", "invalid_value", "purpose")
         content = file.file.read(server.settings.max_upload_bytes + 1)
-        if len(content) > server.settings.max_upload_bytes:
-            limit_mb = server.settings.max_upload_bytes / 1_000_000
-            raise ApiError(413, f"파일이 너무 큽니다: 이 서버의 업로드 한도는 {limit_mb:g} MB 입니다 "
-                                "(File exceeds the upload size limit).", "file_too_large", "file")
+        if len(content) > server.settings.max_upload_bytes:  # within the envelope the body limit allows
+            raise _upload_too_large(server.settings.max_upload_bytes)
         server.check_training_file(content, file.filename or "upload.jsonl")
         return file_object(store.add_file(content, file.filename or "upload.jsonl", purpose))
 
@@ -196,14 +279,17 @@ def job_object(job: dict) -> dict:
         "result_files": job["result_files"], "seed": job["seed"], "status": job["status"],
         "trained_tokens": job["trained_tokens"], "training_file": job["training_file"],
         "validation_file": job["validation_file"], "estimated_finish": job["estimated_finish"],
-        "integrations": [], "metadata": job["metadata"], "user_provided_suffix": job["suffix"],
+        "integrations": [], "metadata": job["metadata"],
+        **({"user_provided_suffix": job["suffix"]} if job["suffix"] is not None else {}),
         "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
     }
 
 
 def event_object(event: dict) -> dict:
+    """`data` only where there is some (metrics): the spec allows it out but not null."""
     return {"id": event["id"], "object": "fine_tuning.job.event", "created_at": event["created_at"],
-            "level": event["level"], "message": event["message"], "type": event["type"], "data": event["data"]}
+            "level": event["level"], "message": event["message"], "type": event["type"],
+            **({"data": event["data"]} if event["data"] is not None else {})}
 
 
 def checkpoint_object(checkpoint: dict) -> dict:
@@ -387,9 +473,9 @@ def _generation_request(server, body, prompt_ids: list[int], max_tokens: int, to
                             f"{server.context_length} 토큰을 넘습니다 (This model's maximum context length is "
                             f"{server.context_length} tokens).", "context_length_exceeded", prompt_param)
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-    if len(stop) > MAX_STOP_SEQUENCES:
-        raise ApiError(400, f"stop 은 {MAX_STOP_SEQUENCES}개까지입니다 (too many stop sequences).", "invalid_value",
-                       "stop")
+    if len(stop) > MAX_STOP_SEQUENCES or not all(stop):
+        raise ApiError(400, f"stop 은 비어 있지 않은 글 {MAX_STOP_SEQUENCES}개까지입니다 (받은 값: {stop!r}) "
+                            f"(stop must be up to {MAX_STOP_SEQUENCES} non-empty strings).", "invalid_value", "stop")
     return GenerationRequest(prompt_ids=prompt_ids, adapter=adapter, max_tokens=max_tokens,
                              temperature=body.temperature, top_p=body.top_p, seed=body.seed, stop=stop, n=body.n,
                              top_logprobs=top_logprobs)

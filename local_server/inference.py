@@ -213,8 +213,8 @@ class Engine:
             raise ValueError(f"max_tokens는 1 이상의 정수여야 합니다 (받은 값: {request.max_tokens!r})")
         if not 0 <= request.temperature <= 2:
             raise ValueError(f"temperature는 0~2 사이여야 합니다 (받은 값: {request.temperature!r})")
-        if not 0 < request.top_p <= 1:
-            raise ValueError(f"top_p는 0보다 크고 1 이하여야 합니다 (받은 값: {request.top_p!r})")
+        if not 0 <= request.top_p <= 1:
+            raise ValueError(f"top_p는 0 이상 1 이하여야 합니다 (받은 값: {request.top_p!r})")
         if not (isinstance(request.n, int) and 1 <= request.n <= self.max_batch):
             raise ValueError(f"n은 1~{self.max_batch} 사이의 정수여야 합니다 (받은 값: {request.n!r})")
         if len(request.stop) > MAX_STOP_STRINGS or not all(isinstance(s, str) and s for s in request.stop):
@@ -425,6 +425,7 @@ def _sample(logits: torch.Tensor, request: GenerationRequest, generator: torch.G
         if probs.sum() < request.top_p:
             probs, ids = torch.softmax(logits / request.temperature, -1).sort(descending=True)
         keep = (probs.cumsum(0) - probs) < request.top_p
+        keep[0] = True  # the most likely token is always in the nucleus (top_p=0 leaves only it, as OpenAI does)
         probs, ids = probs[keep], ids[keep]
     # inverse-CDF draw with one random number (torch.multinomial over 262,144 entries is far slower)
     cumulative = probs.cumsum(0)

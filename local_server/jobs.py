@@ -13,6 +13,7 @@ import base64
 import csv
 import io
 import multiprocessing
+import sys
 import threading
 import time
 import traceback
@@ -21,10 +22,12 @@ from pathlib import Path
 from helpers import chat_data
 
 from .base_model import DEFAULT_MODEL
+from .errors import disk_full_message, is_disk_full
 from .store import Store, now
 from .training import BASE_LEARNING_RATE, RESULT_COLUMNS, TrainingSpec, resolve_hyperparameters, train
 
 CANCEL_GRACE_SECONDS = 30  # a cancelled worker stops within a step; after this it is terminated
+EXIT_DISK_FULL = 28  # a worker's exit code when the disk was too full even to record why (errno ENOSPC)
 
 
 def fine_tuned_model_id(base: str, suffix: str | None, job_id: str) -> str:
@@ -86,11 +89,16 @@ class Scheduler(threading.Thread):
         self.join(10)
 
     def run(self) -> None:
+        last_failure = None
         while not self._stopping.wait(self.poll_seconds):
             try:
                 self._tick()
+                last_failure = None
             except Exception:  # the scheduler must outlive any one bad job
-                traceback.print_exc()
+                failure = traceback.format_exc()
+                if failure != last_failure:  # a failure that repeats every tick (a full disk) is printed once
+                    print(failure, file=sys.stderr, flush=True)
+                last_failure = failure
 
     def _tick(self) -> None:
         for job in self.store.jobs_with_status("validating_files"):
@@ -136,7 +144,9 @@ class Scheduler(threading.Thread):
                     self.worker.terminate()
             return
         self.worker.join()
-        if job["status"] == "running":  # the process ended without finishing the job: it crashed
+        if job["status"] == "running" and self.worker.exitcode == EXIT_DISK_FULL:
+            self._fail(job["id"], "disk_full", disk_full_message(self.store.data_dir), None, ("running",))
+        elif job["status"] == "running":  # the process ended without finishing the job: it crashed
             self._fail(job["id"], "training_crashed",
                        f"학습 프로세스가 예기치 않게 끝났습니다 (exit code {self.worker.exitcode}). "
                        "메모리가 부족했을 수 있습니다: 배치 크기를 줄이거나 다른 프로그램을 닫고 다시 만드세요.",
@@ -225,5 +235,12 @@ def run_job(data_dir: str, job_id: str, base_model_id: str, model_source: str, d
         store.finish_job(job_id, model_id, outcome.final_adapter, result_csv(outcome.rows), outcome.trained_tokens)
     except Exception as err:  # any failure ends the job as failed with a message, never half-done
         traceback.print_exc()
-        message = str(err) if isinstance(err, ValueError) else f"학습 중 오류가 났습니다: {type(err).__name__}: {err}"
-        fail_job(store, job_id, "training_error", message, None, ("running",))
+        disk_full = is_disk_full(err)
+        message = (disk_full_message(store.data_dir) if disk_full else str(err) if isinstance(err, ValueError)
+                   else f"학습 중 오류가 났습니다: {type(err).__name__}: {err}")
+        try:
+            fail_job(store, job_id, "disk_full" if disk_full else "training_error", message, None, ("running",))
+        except Exception:
+            if not disk_full:
+                raise
+            sys.exit(EXIT_DISK_FULL)  # not even room for the job's row: the scheduler records it when it can

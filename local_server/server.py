@@ -107,12 +107,17 @@ class LocalServer:
         model = self.store.model(model_id)
         if model is None:
             raise self.model_not_found(model_id)
+        if not (Path(model["adapter_path"]) / "adapter_config.json").is_file():
+            raise self.model_not_found(model_id, f"모델 '{model_id}' 의 어댑터 폴더({model['adapter_path']})가 "
+                                                 "없습니다: 데이터 폴더에서 지워졌습니다. client.models.delete 로 이 "
+                                                 "모델을 지우고 다시 미세 조정하세요")
         return model["adapter_path"]
 
-    def model_not_found(self, model_id: str) -> ApiError:
-        return ApiError(404, f"모델 '{model_id}' 이(가) 없습니다. 지워졌거나 이름이 틀렸습니다. client.models.list() 로 "
-                             f"있는 모델을 확인하세요 (The model `{model_id}` does not exist or you do not have access "
-                             "to it).", "model_not_found", "model")
+    def model_not_found(self, model_id: str, why: str | None = None) -> ApiError:
+        why = why or (f"모델 '{model_id}' 이(가) 없습니다. 지워졌거나 이름이 틀렸습니다. client.models.list() 로 있는 "
+                      "모델을 확인하세요")
+        return ApiError(404, f"{why} (The model `{model_id}` does not exist or you do not have access to it).",
+                        "model_not_found", "model")
 
 
 def _plain(messages: list[dict]) -> list[dict]:

@@ -42,6 +42,9 @@ CREATE TABLE IF NOT EXISTS models (
     adapter_path TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, seq);
 """
+# PRAGMA user_version of a store with SCHEMA. The data directory lives in the user's cache across course updates: a
+# change to SCHEMA raises this and either migrates the older version here or refuses it (IncompatibleStore).
+SCHEMA_VERSION = 1
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -55,6 +58,21 @@ def now() -> int:
     return int(time.time())
 
 
+class IncompatibleStore(Exception):
+    """A data directory this version of the server cannot use; the message says what to do (Korean)."""
+
+
+def _tables(db: sqlite3.Connection) -> dict[str, list[str]]:
+    names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    return {name: [column[1] for column in db.execute(f"PRAGMA table_info({name})")] for name in names}
+
+
+def _schema_only() -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:")
+    db.executescript(SCHEMA)
+    return db
+
+
 class Store:
     """Thread-safe access to the data directory; each thread (and process) gets its own connection."""
 
@@ -66,7 +84,22 @@ class Store:
             folder.mkdir(parents=True, exist_ok=True)
         self.db_path = self.data_dir / "state.sqlite3"
         self._local = threading.local()
-        self.db.executescript(SCHEMA)  # executescript commits by itself
+        self._check_schema()
+
+    def _check_schema(self) -> None:
+        """Create a new store, stamp one made before stores had a version (its tables are SCHEMA's: version 1),
+        refuse any other."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        tables = _tables(self.db)
+        if version != 0 or tables and tables != _tables(_schema_only()):
+            raise IncompatibleStore(
+                f"데이터 폴더 {self.data_dir} 는 이 과정의 다른 버전이 만든 것이라 열 수 없습니다 (저장소 버전 "
+                f"{version or '없음'}, 이 서버는 {SCHEMA_VERSION}). 그 폴더를 지우거나 다른 곳으로 옮긴 뒤 다시 켜세요 "
+                "(그 안의 올린 파일, 작업, 미세 조정 모델은 이 서버에서 사라집니다). 또는 --data-dir 로 다른 폴더를 "
+                "주세요 (incompatible data directory).")
+        self.db.executescript(f"{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};")  # commits by itself
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -244,8 +277,12 @@ class _Transaction:
 def write_atomically(path: Path, content: bytes) -> None:
     """Write to a temp name in the same folder, flush to disk, then rename: never a half-written file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # e.g. a full disk: no partial file left behind, and its room given back
+        tmp.unlink(missing_ok=True)
+        raise

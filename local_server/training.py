@@ -253,7 +253,11 @@ class _Progress(TrainerCallback):
         adapter_dir = self.output_dir / f"ckpt-step-{step}"
         partial = self.output_dir / f".ckpt-step-{step}.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        model.save_pretrained(partial)
+        try:
+            model.save_pretrained(partial)
+        except BaseException:  # e.g. a full disk: give back the room the half-written adapter took
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         partial.rename(adapter_dir)
         self.final_adapter = adapter_dir
         self.sink.checkpoint(step, round(state.epoch), adapter_dir, self.last_metrics)

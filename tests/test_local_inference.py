@@ -219,6 +219,9 @@ def test_nucleus_sampling():
     assert max(draws) < 3000 and len(draws) > 150
     logits[7] = 10.0  # holds more than top_p alone
     assert {inference._sample(logits, GenerationRequest([1], top_p=0.5), generator) for _ in range(20)} == {7}
+    logits[7] = 0.0  # top_p=0 (OpenAI accepts it): only the most likely token, even when it holds little
+    logits[42] = 0.5
+    assert {inference._sample(logits, GenerationRequest([1], top_p=0), generator) for _ in range(20)} == {42}
 
 
 def test_stop_strings_cut_the_text(engine, loaded):
@@ -282,7 +285,7 @@ def test_token_bytes(engine, loaded):
 
 @pytest.mark.parametrize("change", [dict(top_logprobs=21), dict(stop=["a", "b", "c", "d", "e"]),
                                     dict(temperature=2.5), dict(prompt_ids=[]), dict(prompt_ids=[10**6]),
-                                    dict(max_tokens=0), dict(n=0), dict(top_p=0), dict(adapter="/no/such/adapter")])
+                                    dict(max_tokens=0), dict(n=0), dict(top_p=-0.5), dict(adapter="/no/such/adapter")])
 def test_bad_input_is_refused(engine, change):
     request = GenerationRequest(**{"prompt_ids": [2, 10, 20], **change})
     with pytest.raises(ValueError):
