@@ -22,7 +22,7 @@ SECRET_LIKE = re.compile(r"sk-[A-Za-z0-9_-]{20,}|[Bb]earer [A-Za-z0-9_-]{20,}|or
 
 def test_the_course_has_its_numbered_notebooks():
     numbers = [p.name[:2] for p in NOTEBOOKS]
-    assert numbers == [f"{i:02d}" for i in range(9)]  # 00 … 08, 빠짐도 겹침도 없이
+    assert numbers == [f"{i:02d}" for i in range(10)]  # 00 … 09, 빠짐도 겹침도 없이
 
 
 def tiny_notebook(parameters: str, stored: list[str]) -> nbformat.NotebookNode:
