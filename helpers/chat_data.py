@@ -1,4 +1,4 @@
-"""채팅 파인튜닝용 JSONL 데이터: 읽기/쓰기, 형식 검사, 토큰 수와 비용 추정.
+"""채팅 미세 조정용 JSONL 데이터: 읽기/쓰기, 형식 검사, 토큰 수와 비용 추정.
 
 OpenAI 쿡북 "Data preparation and analysis for chat model fine-tuning"
 (Chat_finetuning_data_prep)의 점검 목록을 그대로 따릅니다.
@@ -111,7 +111,7 @@ ADVICE = {
                           "\"function\": {...}}, ...] 처럼 쓰세요.",
     "example_missing_assistant_message": "assistant 메시지가 없습니다 — "
                                          "모델이 배울 답이 없으니 assistant 역할의 답변을 추가하세요.",
-    "too_few_examples": f"예제가 {{detail}}개뿐입니다 — 파인튜닝에는 최소 {MIN_EXAMPLES}개가 필요합니다"
+    "too_few_examples": f"예제가 {{detail}}개뿐입니다 — 미세 조정에는 최소 {MIN_EXAMPLES}개가 필요합니다"
                         "(50~100개 권장). 예제를 더 만드세요.",
     "too_many_tokens": "예제가 {detail} — 모델이 한 번에 읽을 수 있는 길이를 넘으니 줄이거나 여러 예제로 나누세요.",
 }
@@ -249,9 +249,9 @@ def token_table(examples) -> pd.DataFrame:
 
 
 def default_epochs(n_examples) -> int:
-    """예제 수에 따른 기본 에폭 수(쿡북): 보통 3, 전체 학습 예제 수가 100~25,000이 되도록 조정."""
+    """예제 수에 따른 기본 에포크 수(쿡북): 보통 3, 전체 학습 예제 수가 100~25,000이 되도록 조정."""
     if n_examples < 1:
-        raise ValueError("예제가 없습니다 — 에폭 수를 정하려면 예제가 1개 이상 있어야 합니다.")
+        raise ValueError("예제가 없습니다 — 에포크 수를 정하려면 예제가 1개 이상 있어야 합니다.")
     if n_examples * 3 < 100:
         return min(25, 100 // n_examples)
     if n_examples * 3 > 25_000:
@@ -260,7 +260,7 @@ def default_epochs(n_examples) -> int:
 
 
 def estimate_training_cost(examples, usd_per_1m_tokens: float, n_epochs: int | None = None) -> dict:
-    """학습 비용 추정치: 에폭당 토큰(예제마다 컨텍스트 한도로 자름) x 에폭 수 x 100만 토큰당 단가(USD)."""
+    """학습 비용 추정치: 에포크당 토큰(예제마다 컨텍스트 한도로 자름) x 에포크 수 x 100만 토큰당 단가(USD)."""
     n_epochs = default_epochs(len(examples)) if n_epochs is None else n_epochs
     tokens_per_epoch = sum(min(MAX_TOKENS_PER_EXAMPLE, count_tokens(ex["messages"])) for ex in examples)
     billed_tokens = tokens_per_epoch * n_epochs

@@ -297,7 +297,7 @@ def train(spec: TrainingSpec, sink: TrainingSink) -> TrainingOutcome:
     valid_set = _dataset(tokenizer, spec.validation, max_length, "검증") if spec.validation else None
     steps_per_epoch = math.ceil(len(train_set) / spec.batch_size)
     total_steps = steps_per_epoch * spec.n_epochs
-    sink.message(f"학습을 시작합니다: 예제 {len(train_set)}개, {spec.n_epochs} 에폭, 배치 {spec.batch_size}, "
+    sink.message(f"학습을 시작합니다: 예제 {len(train_set)}개, {spec.n_epochs} 에포크, 배치 {spec.batch_size}, "
                  f"{total_steps}단계")
 
     lengths = [len(ids) for ids in train_set["input_ids"]]

@@ -221,7 +221,7 @@ def test_token_table_flags_examples_over_the_context_limit(examples):
     assert cost["tokens_per_epoch"] == table["tokens"].iloc[:15].sum() + chat_data.MAX_TOKENS_PER_EXAMPLE
 
 
-# ---------------------------------------------------------------- 에폭과 비용
+# ---------------------------------------------------------------- 에포크과 비용
 @pytest.mark.parametrize("n, epochs", [(1, 25), (10, 10), (15, 6), (33, 3), (100, 3), (8333, 3), (20_000, 1)])
 def test_default_epochs(n, epochs):
     assert default_epochs(n) == epochs

@@ -126,7 +126,7 @@ def test_notebooks_delete_models_only_through_the_ledger():
 
 
 def fine_tune_with_checkpoints(client, server, suffix="baseball-hockey", steps=(5, 10)):
-    """fine_tune 과 같되, 작업이 에폭마다 남기는 체크포인트 모델(로컬 서버는 모델 목록에도 올림)을 함께 만듭니다."""
+    """fine_tune 과 같되, 작업이 에포크마다 남기는 체크포인트 모델(로컬 서버는 모델 목록에도 올림)을 함께 만듭니다."""
     training = client.files.create(file=("train.jsonl", TRAINING.encode()), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(model=server.model, training_file=training.id, suffix=suffix)
     model = fine_tuned_model_id(server.model, suffix, job.id)

@@ -164,7 +164,7 @@ def test_a_job_reports_every_step_and_checkpoints_every_epoch(tiny, tmp_path, va
 
     tokenizer = AutoTokenizer.from_pretrained(tiny)
     assert outcome.trained_tokens == 2 * sum(training.count_example_tokens(tokenizer, m) for m in HOBANSE)
-    assert sink.messages[0] == "학습을 시작합니다: 예제 15개, 2 에폭, 배치 4, 8단계"
+    assert sink.messages[0] == "학습을 시작합니다: 예제 15개, 2 에포크, 배치 4, 8단계"
 
 
 def test_a_long_example_trains_with_activation_checkpointing(tiny, tmp_path):
