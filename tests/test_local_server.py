@@ -9,7 +9,6 @@ import base64
 import io
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
@@ -24,6 +23,7 @@ from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 from helpers import chat_data, datasets
 from local_server.jobs import RESULT_COLUMNS
 from local_server.server import Settings
+from tests.net import wait_until
 from tests.running_server import RunningServer, upload, wait_for
 from tests.tiny_model import ROOT, make_tiny_model
 
@@ -187,8 +187,8 @@ def test_jobs_wait_queued_and_cancel_stops_training(client, tmp_path):
     wait_for(client, long_job.id, ("running",))
     assert wait_for(client, next_job.id, ("queued",)).status == "queued"  # one job trains at a time
 
-    while not [e for e in client.fine_tuning.jobs.list_events(long_job.id, limit=5) if e.type == "metrics"]:
-        time.sleep(0.1)
+    wait_until(lambda: [e for e in client.fine_tuning.jobs.list_events(long_job.id, limit=5) if e.type == "metrics"],
+               120, "the long job's first training step")
     cancelled = client.fine_tuning.jobs.cancel(long_job.id)
     assert cancelled.status == "cancelled"
     done = wait_for(client, next_job.id, ("succeeded", "failed"), timeout=120)

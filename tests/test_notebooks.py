@@ -99,18 +99,6 @@ def test_every_recording_says_where_it_came_from():
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", header["recorded_on"]) and header["sdk"].startswith("openai ")
 
 
-STAND_IN_LABELS = ("offline stand-in", "[오프라인 대역")  # 예전 오프라인 대역 서버의 기록이 남긴 표시
-
-
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_no_stored_output_comes_from_the_offline_stand_in(notebook):
-    nb = nbformat.read(notebook, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    hits = [f"Cell {number}: {label}" for number, cell in enumerate(code)  # nbval 과 같은 셀 번호
-            for label in STAND_IN_LABELS if label in json.dumps(cell.outputs, ensure_ascii=False)]
-    assert not hits, hits
-
-
 def secret_like_strings(root: Path) -> list[str]:
     hits = []
     for path in repository_files(root):  # git 체크아웃이 아니어도 (ZIP 으로 받은 폴더)
