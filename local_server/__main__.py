@@ -8,9 +8,10 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
-from .base_model import DEFAULT_MODEL, DTYPES
+from .base_model import DEFAULT_MODEL, DTYPES, prepare_model
 from .server import CACHE_DIR, LocalServer, Settings
 from .store import IncompatibleStore
 
@@ -41,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                        f"--api-key-file 이나 환경 변수 {API_KEY_ENV} 를 쓰세요")
     key.add_argument("--api-key-file", type=Path, help="키를 이 파일의 첫 줄에서 읽습니다 (ps 에 보이지 않음)")
     parser.add_argument("--max-upload-mb", type=float, default=50, help="업로드 파일 크기 한도 (MB, 기본 50)")
+    parser.add_argument("--prepare", action="store_true",
+                        help="기본 모델을 준비(처음 한 번의 변환)만 하고 끝냅니다: 수업 전에 한 번 돌려 두면 노트북이 서버를 몇 초 만에 띄웁니다")
     parser.add_argument("--exit-when-stdin-closes", action="store_true",
                         help="표준 입력이 닫히면 끝냅니다: 서버를 띄운 프로그램(노트북 커널)이 끝나면 함께 끝나도록")
     args = parser.parse_args(argv)
@@ -74,9 +77,24 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
             pass
 
 
+def prepare(model: str, cache_dir: Path) -> int:
+    """--prepare: the one-time conversion, then where the model lives and how long it took."""
+    started = time.monotonic()
+    source = prepare_model(model, cache_dir)
+    seconds = time.monotonic() - started
+    if isinstance(source, Path):
+        size = sum(f.stat().st_size for f in source.rglob("*") if f.is_file())
+        print(f"모델 준비 끝 ({seconds:.1f}초): {source} ({size / 1e9:.2f} GB). 이제 서버는 몇 초 만에 뜹니다.")
+    else:
+        print(f"모델 {source} 은(는) Hugging Face 에서 처음 쓸 때 내려받습니다 (인터넷 필요); 여기서 준비할 것이 없습니다.")
+    return 0
+
+
 def main(argv=None) -> int:
     limit_malloc_arenas()  # before any thread starts
     args = parse_args(argv)
+    if args.prepare:
+        return prepare(args.model, args.model_cache_dir)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # every 4xx/5xx is one line
     if not is_loopback(args.host) and not args.api_key:
         print(f"⚠ {args.host} 에서 들으면 다른 컴퓨터도 이 서버에 요청할 수 있습니다. 키를 정해 주세요: 환경 변수 "
