@@ -233,10 +233,13 @@ def _jobs(server) -> APIRouter:
 
     @router.post("/fine_tuning/jobs")
     def create_job(body: JobCreate):
-        if body.model != server.base_model_id:
+        # The base model, or one of its fine-tuned models (or checkpoints) to continue training, as OpenAI allows
+        if body.model != server.base_model_id and not (body.model.startswith(f"ft:{server.base_model_id}:")
+                                                       and store.model(body.model) is not None):
             raise ApiError(400, f"모델 '{body.model}' 은(는) 이 서버에서 미세 조정할 수 없습니다. 이 서버의 기본 "
-                                f"모델은 '{server.base_model_id}' 입니다 (Model {body.model} is not available for "
-                                "fine-tuning).", "model_not_available", "model")
+                                f"모델 '{server.base_model_id}' 이나 이 서버에서 미세 조정한 모델(ft:…)을 주세요 "
+                                f"(Model {body.model} is not available for fine-tuning).", "model_not_available",
+                           "model")
         if body.method is not None and body.method.type != "supervised":
             raise ApiError(400, f"이 로컬 서버는 supervised 미세 조정만 합니다 (받은 method: {body.method.type}) "
                                 "(Unsupported method type).", "unsupported_method", "method.type")

@@ -4,7 +4,8 @@ The worker is a separate process so the server keeps answering while a job train
 returned when it ends, and a crash in training cannot take the API down. Jobs move
 validating_files → queued → running → succeeded | failed | cancelled, exactly as OpenAI's do; the
 rest wait `queued`. Everything a job produces (events, checkpoints, the model) goes through the
-Store, so it survives a restart.
+Store, so it survives a restart. A job whose `model` is a fine-tuned model of this server continues training that
+model's adapter, as OpenAI allows; the new model is named after the base model, like OpenAI's.
 """
 from __future__ import annotations
 
@@ -19,14 +20,32 @@ from pathlib import Path
 
 from helpers import chat_data
 
+from .base_model import DEFAULT_MODEL
 from .store import Store, now
 from .training import BASE_LEARNING_RATE, RESULT_COLUMNS, TrainingSpec, resolve_hyperparameters, train
+
 CANCEL_GRACE_SECONDS = 30  # a cancelled worker stops within a step; after this it is terminated
 
 
 def fine_tuned_model_id(base: str, suffix: str | None, job_id: str) -> str:
     """OpenAI's shape `ft:<base>:<org>:<suffix>:<id>`; the organisation of a local model is `local`."""
     return f"ft:{base}:local:{suffix or ''}:{job_id.removeprefix('ftjob-')[:8]}"
+
+
+# The packaged GGUF (base_model.GGUF_SHA256) as gguf.GGUFReader lists it: despite the name Q4_K_M, only 24M of its
+# 268M weights are 4-bit (Q4_K, attn_output); the embedding and attn_v are Q8_0 (169M), attn_q/k and ffn_gate/up
+# Q5_0 (63M), ffn_down Q6_K (12M).
+PACKAGED_WEIGHTS = f"{DEFAULT_MODEL} Q4_K_M GGUF (quantised to 4-8 bits)"
+
+
+def base_weights_origin(base_model_id: str, model_source: str, dtype: str) -> str:
+    """Where the frozen base weights come from, in a few words for the learner (the LoRA event shows it)."""
+    source = Path(model_source)
+    if base_model_id == DEFAULT_MODEL and source.parts[-2:] == ("hf", DEFAULT_MODEL):  # prepare_model's conversion
+        return f"{PACKAGED_WEIGHTS}, expanded to {dtype}"
+    if source.is_dir():
+        return f"the folder {source} (Hugging Face weights, not a GGUF), loaded as {dtype}"
+    return f"{model_source} from the Hugging Face Hub (not a GGUF), loaded as {dtype}"
 
 
 def read_examples(store: Store, file_id: str) -> list[list[dict]]:
@@ -125,9 +144,13 @@ class Scheduler(threading.Thread):
         self.worker, self.worker_job = None, None
 
     def _fail(self, job_id: str, code: str, message: str, param: str | None, states: tuple[str, ...]) -> None:
-        error = {"code": code, "message": message, "param": param}
-        self.store.update_job(job_id, states, status="failed", error=error, finished_at=now(), estimated_finish=None,
-                              event=message, level="error")
+        fail_job(self.store, job_id, code, message, param, states)
+
+
+def fail_job(store: Store, job_id: str, code: str, message: str, param: str | None, states: tuple[str, ...]) -> None:
+    error = {"code": code, "message": message, "param": param}
+    store.update_job(job_id, states, status="failed", error=error, finished_at=now(), estimated_finish=None,
+                     event=message, level="error")
 
 
 class _JobSink:
@@ -137,8 +160,8 @@ class _JobSink:
         self.store, self.job, self.model_id = store, job, model_id
         self.started = time.monotonic()
 
-    def message(self, text: str) -> None:
-        self.store.add_event(self.job["id"], text)
+    def message(self, text: str, data: dict | None = None) -> None:
+        self.store.add_event(self.job["id"], text, data=data)
 
     def metrics(self, row: dict) -> None:
         step, total = row["step"], row["total_steps"]
@@ -175,10 +198,22 @@ def run_job(data_dir: str, job_id: str, base_model_id: str, model_source: str, d
     try:
         store.add_event(job_id, f"이 컴퓨터에서 {base_model_id} 모델을 LoRA 로 학습합니다 (장치: {device}, {dtype}). "
                                 "OpenAI 서버가 아니라 이 과정의 로컬 서버가 만든 작업입니다.")
+        parent_adapter = None
+        if job["model"] != base_model_id:  # continue training a fine-tuned model (api.create_job checked it existed)
+            parent = store.model(job["model"])
+            if parent is None or not Path(parent["adapter_path"]).is_dir():
+                fail_job(store, job_id, "model_not_available",
+                         f"이어서 학습할 모델 '{job['model']}' 이(가) 작업이 시작되기 전에 지워졌습니다. 있는 모델로 작업을 "
+                         f"다시 만드세요 (The model {job['model']} does not exist anymore).", "model", ("running",))
+                return
+            parent_adapter = Path(parent["adapter_path"])
+            store.add_event(job_id, f"미세 조정한 모델 {job['model']} 의 LoRA 어댑터에서 이어서 학습합니다. 새 모델의 "
+                                    f"이름은 기본 모델 {base_model_id} 로 시작합니다 (continuing from {job['model']}).")
         hyper = job["hyperparameters"]
         model_id = fine_tuned_model_id(base_model_id, job["suffix"], job_id)
         spec = TrainingSpec(
-            base_model=model_source, device=device, base_dtype=dtype,
+            base_model=model_source, device=device, base_dtype=dtype, parent_adapter=parent_adapter,
+            base_weights=base_weights_origin(base_model_id, model_source, dtype),
             training=read_examples(store, job["training_file"]),
             validation=read_examples(store, job["validation_file"]) if job["validation_file"] else None,
             n_epochs=hyper["n_epochs"], batch_size=hyper["batch_size"],
@@ -191,6 +226,4 @@ def run_job(data_dir: str, job_id: str, base_model_id: str, model_source: str, d
     except Exception as err:  # any failure ends the job as failed with a message, never half-done
         traceback.print_exc()
         message = str(err) if isinstance(err, ValueError) else f"학습 중 오류가 났습니다: {type(err).__name__}: {err}"
-        error = {"code": "training_error", "message": message, "param": None}
-        store.update_job(job_id, ("running",), status="failed", error=error, finished_at=now(), estimated_finish=None,
-                         event=message, level="error")
+        fail_job(store, job_id, "training_error", message, None, ("running",))

@@ -7,7 +7,10 @@ it; activation checkpointing for long examples brings that to 2.4 GB). The examp
 the turn format's `{% generation %}` markers (chat_format.py), so the loss covers exactly what the model says
 (each answer and its `<end_of_turn>`) and a learner's mistake becomes a Korean ValueError, not a silent drop.
 A callback turns the Trainer's events into the worker's sink: a metrics row per optimizer step, the validation
-at the end of each epoch, an adapter checkpoint per epoch, and the cancel check.
+at the end of each epoch, an adapter checkpoint per epoch, and the cancel check. The sink also gets what LoRA trains
+(parameter counts, r, alpha, target modules, where the base weights come from) and the saved adapter's size.
+A job may start from an earlier job's adapter (continued fine-tuning): that adapter, with its own LoRA settings,
+is what trains further.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from peft import LoraConfig
+from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
@@ -83,13 +86,16 @@ class TrainingSpec:
     learning_rate: float
     seed: int
     output_dir: Path  # checkpoints: output_dir / f"ckpt-step-{step}" (peft adapter folders)
+    base_weights: str  # where the base weights come from, in a few words for the learner (jobs.py)
     # The frozen base model's dtype (the server's serving dtype): bfloat16 makes a CPU step ~40% faster where the
     # hardware computes it natively. The LoRA weights and the optimizer stay float32 either way (peft upcasts them).
     base_dtype: str = "float32"
+    # An earlier job's adapter folder to continue training (its r, alpha and target modules); None: a new LoRA.
+    parent_adapter: Path | None = None
 
 
 class TrainingSink(Protocol):
-    def message(self, text: str) -> None: ...
+    def message(self, text: str, data: dict | None = None) -> None: ...
 
     def metrics(self, row: dict) -> None: ...
 
@@ -253,11 +259,35 @@ class _Progress(TrainerCallback):
         self.sink.checkpoint(step, round(state.epoch), adapter_dir, self.last_metrics)
 
 
+def _report_lora(peft_model, spec: TrainingSpec, sink: TrainingSink) -> None:
+    """What LoRA trains, counted on the model about to train: the adapter's matrices against every weight."""
+    trainable, total = peft_model.get_nb_trainable_parameters()  # total counts the base and the adapter
+    config = peft_model.peft_config[peft_model.active_adapter]
+    targets = sorted(config.target_modules)
+    sink.message(f"LoRA: 학습하는 매개변수 {trainable:,}개 / 전체 {total:,}개 ({trainable / total:.2%}), "
+                 f"r={config.r}, alpha={config.lora_alpha}, 대상 모듈 {', '.join(targets)}; "
+                 f"기본 가중치: {spec.base_weights}",
+                 {"trainable_parameters": trainable, "total_parameters": total, "trainable_share": trainable / total,
+                  "lora_r": config.r, "lora_alpha": config.lora_alpha, "target_modules": targets,
+                  "base_weights": spec.base_weights, "base_dtype": spec.base_dtype})
+
+
+def _report_adapter(adapter_dir: Path, sink: TrainingSink) -> None:
+    """The saved adapter's size on disk: what a fine-tuned model adds to the base model."""
+    weights = adapter_dir / "adapter_model.safetensors"
+    size = weights.stat().st_size
+    sink.message(f"LoRA 어댑터 저장: {size / 1e6:.1f} MB ({weights.name})",
+                 {"adapter_bytes": size, "adapter_files": sorted(path.name for path in adapter_dir.iterdir())})
+
+
 def train(spec: TrainingSpec, sink: TrainingSink) -> TrainingOutcome:
     """Fine-tune a LoRA adapter on spec.training; see the module docstring for what the sink receives."""
     started = time.monotonic()
     tokenizer = use_turn_format(AutoTokenizer.from_pretrained(spec.base_model))
     model = AutoModelForCausalLM.from_pretrained(spec.base_model, dtype=DTYPES[spec.base_dtype])
+    if spec.parent_adapter is not None:
+        # The parent's LoRA weights are the starting point and keep training (peft upcasts them to float32).
+        model = PeftModel.from_pretrained(model, spec.parent_adapter, is_trainable=True)
     max_length = model.config.max_position_embeddings
     train_set = _dataset(tokenizer, spec.training, max_length, "학습")
     valid_set = _dataset(tokenizer, spec.validation, max_length, "검증") if spec.validation else None
@@ -270,10 +300,13 @@ def train(spec: TrainingSpec, sink: TrainingSink) -> TrainingOutcome:
     progress = _Progress(sink, spec.output_dir, steps_per_epoch, valid_set is not None)
     args = _config(spec, valid_set is not None, checkpointing=max(lengths) > CHECKPOINTING_ABOVE_TOKENS)
     trainer = _AnswerOnlyTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=valid_set,
-                                 processing_class=tokenizer, peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA),
-                                 callbacks=[progress])
+                                 processing_class=tokenizer, callbacks=[progress],
+                                 peft_config=None if spec.parent_adapter else LoraConfig(task_type="CAUSAL_LM", **LORA))
     trainer.remove_callback(PrinterCallback)  # it prints every log line to stdout; the sink gets them instead
+    _report_lora(trainer.model, spec, sink)
     trainer.train()
+    if not progress.stopped:
+        _report_adapter(progress.final_adapter, sink)
 
     rows = progress.rows
     if valid_set is not None and not progress.stopped:  # the last step's validation is the full-set one

@@ -1,15 +1,16 @@
 """local_server/training.py with the tiny random Gemma 3 (tests/tiny_model.py): each job takes a second or two."""
+import json
 import math
 import time
 
 import pytest
 import torch
-from peft import PeftModel
+from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from helpers.datasets import hobanse_chat_examples
-from local_server import training
+from local_server import jobs, training
 from local_server.chat_format import END_OF_TURN
 from tests.tiny_model import make_tiny_model
 
@@ -31,11 +32,17 @@ class Sink:
     from its stop_after-th poll on (with batch 1, the poll after that step)."""
 
     def __init__(self, stop_after: int | None = None):
-        self.messages, self.metrics_rows, self.checkpoints = [], [], []
+        self.messages, self.message_data, self.metrics_rows, self.checkpoints = [], [], [], []
         self.stop_after, self.polls = stop_after, 0
 
-    def message(self, text):
+    def message(self, text, data=None):
         self.messages.append(text)
+        self.message_data.append(data)
+
+    def data_with(self, key):
+        """The data of the one message that carries `key`."""
+        [data] = [data for data in self.message_data if data and key in data]
+        return data
 
     def metrics(self, row):
         self.metrics_rows.append(row)
@@ -52,10 +59,11 @@ class Sink:
 
 
 def spec(base, output_dir, training_examples=HOBANSE, validation=None, n_epochs=2, batch_size=4,
-         learning_rate=1e-3, seed=0, base_dtype="float32"):
+         learning_rate=1e-3, seed=0, base_dtype="float32", parent_adapter=None):
     return training.TrainingSpec(base_model=base, device="cpu", training=training_examples, validation=validation,
                                  n_epochs=n_epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                                 output_dir=output_dir, base_dtype=base_dtype)
+                                 output_dir=output_dir, base_dtype=base_dtype, base_weights="the tiny test model",
+                                 parent_adapter=parent_adapter)
 
 
 def adapter_tensors(folder):
@@ -207,3 +215,70 @@ def test_training_learns_a_small_memorisation_task(tiny, tmp_path, base_dtype):
     assert first["train_mean_token_accuracy"] < 0.5
     assert all(row["train_mean_token_accuracy"] == 1.0 for row in last_epoch)
     assert sum(row["train_loss"] for row in last_epoch) / 10 < first["train_loss"] - 0.8
+
+
+# ----------------------------------------------------------------------------- what LoRA trains, continuing an adapter
+
+
+def test_lora_parameter_counts_and_adapter_size_are_reported(tiny, tmp_path):
+    sink = Sink()
+    outcome = training.train(spec(tiny, tmp_path, HOBANSE[:4], n_epochs=1, batch_size=2), sink)
+
+    lora = sink.data_with("trainable_parameters")
+    saved = adapter_tensors(outcome.final_adapter)
+    # Counted independently: the saved adapter's matrices are what trained; the base model's weights are the rest.
+    assert lora["trainable_parameters"] == sum(tensor.numel() for tensor in saved.values())
+    base = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny).parameters())
+    assert lora["total_parameters"] == base + lora["trainable_parameters"]
+    assert 0 < lora["trainable_share"] < 1
+    assert lora["trainable_share"] == lora["trainable_parameters"] / lora["total_parameters"]
+    assert (lora["lora_r"], lora["lora_alpha"]) == (training.LORA["r"], training.LORA["lora_alpha"])
+    assert lora["target_modules"] == sorted(training.LORA["target_modules"])
+    assert (lora["base_weights"], lora["base_dtype"]) == ("the tiny test model", "float32")
+    message = sink.messages[sink.message_data.index(lora)]
+    assert message.startswith(f"LoRA: 학습하는 매개변수 {lora['trainable_parameters']:,}개 / "
+                              f"전체 {lora['total_parameters']:,}개 (")
+
+    adapter = sink.data_with("adapter_bytes")
+    assert adapter["adapter_bytes"] == (outcome.final_adapter / "adapter_model.safetensors").stat().st_size
+    assert adapter["adapter_files"] == sorted(path.name for path in outcome.final_adapter.iterdir())
+    assert "adapter_model.safetensors" in adapter["adapter_files"]
+    assert sink.messages[sink.message_data.index(adapter)].startswith("LoRA 어댑터 저장: ")
+
+
+def test_a_stopped_job_reports_no_adapter(tiny, tmp_path):
+    sink = Sink(stop_after=1)
+    assert training.train(spec(tiny, tmp_path, HOBANSE[:4], n_epochs=1, batch_size=1), sink).stopped
+    assert not [data for data in sink.message_data if data and "adapter_bytes" in data]
+
+
+def test_base_weights_name_their_source(tmp_path):
+    packaged = jobs.base_weights_origin("gemma-3-270m", "/cache/models/hf/gemma-3-270m", "bfloat16")
+    assert packaged == "gemma-3-270m Q4_K_M GGUF (quantised to 4-8 bits), expanded to bfloat16"
+    (tmp_path / "gemma-3-270m").mkdir()  # a folder of the same name is someone's own Hugging Face copy
+    assert "not a GGUF" in jobs.base_weights_origin("gemma-3-270m", str(tmp_path / "gemma-3-270m"), "float32")
+    assert jobs.base_weights_origin("gemma-3-270m", "google/gemma-3-270m", "float32") == (
+        "google/gemma-3-270m from the Hugging Face Hub (not a GGUF), loaded as float32")
+
+
+def test_continuing_starts_from_the_parent_adapter_with_its_settings(tiny, tmp_path):
+    # A parent whose settings differ from training.LORA and whose B matrices are not zero (a new LoRA's are)
+    parent = tmp_path / "parent"
+    torch.manual_seed(0)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny), LoraConfig(
+        task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+    )).save_pretrained(parent)
+
+    sink = Sink()
+    # A learning rate so small that the weights cannot move measurably from where they start
+    outcome = training.train(spec(tiny, tmp_path / "child", HOBANSE[:2], n_epochs=1, batch_size=1,
+                                  learning_rate=1e-12, parent_adapter=parent), sink)
+    lora = sink.data_with("trainable_parameters")
+    assert (lora["lora_r"], lora["lora_alpha"], lora["target_modules"]) == (4, 8, ["q_proj", "v_proj"])
+    started, ended = adapter_tensors(parent), adapter_tensors(outcome.final_adapter)
+    assert lora["trainable_parameters"] == sum(tensor.numel() for tensor in started.values())
+    assert started.keys() == ended.keys()
+    assert all(torch.allclose(started[name], ended[name], atol=1e-6) for name in started)
+    assert all(started[name].abs().max() > 1e-3 for name in started if "lora_B" in name)  # not a new LoRA's zeros
+    config = json.loads((outcome.final_adapter / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"]) == (4, 8)
