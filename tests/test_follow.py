@@ -9,12 +9,13 @@ import pytest
 from nbval.plugin import coalesce_streams
 from nbformat.v4 import new_output
 
-from helpers import chat_data, datasets, follow
-from helpers.recordings import RecordingTransport, ReplayTransport
+from helpers import chat_data, course, datasets, follow, paths
+from helpers.recordings import RecordingTransport
 from local_server.server import Settings
 from tests.running_server import RunningServer, upload
 
 JOB = "ftjob-1"
+POLL = 0.2  # seconds between polls against the real server (replay does not wait)
 
 
 def last_frames(text: str) -> str:
@@ -79,9 +80,10 @@ def server(tiny_model, tmp_path):
     running.close()
 
 
-def test_real_training_on_the_local_server_then_the_same_output_in_replay(server, tmp_path, capsys):
+def test_real_training_on_the_local_server_then_the_same_output_in_replay(server, clean_env, capsys):
     """The local server's metrics events carry what the bar needs; replaying the recording shows the same."""
-    recording = tmp_path / "follow.json"
+    tmp_path = clean_env
+    recording = paths.RECORDINGS_DIR / "follow.json"
     transport = RecordingTransport(httpx2.HTTPTransport(), recording, server.base_url, "시험", "follow")
     client = openai.OpenAI(api_key="x", base_url=server.base_url, max_retries=0, timeout=60,
                            http_client=openai.DefaultHttpxClient(transport=transport))
@@ -89,7 +91,7 @@ def test_real_training_on_the_local_server_then_the_same_output_in_replay(server
     job = client.fine_tuning.jobs.create(model=server.model, training_file=upload(client, path).id,
                                          method={"type": "supervised", "supervised": {"hyperparameters": {
                                              "n_epochs": 1, "batch_size": 1}}})
-    assert follow.follow(client, job.id, poll_seconds=0.2).status == "succeeded"
+    assert follow.follow(client, job.id, poll_seconds=POLL).status == "succeeded"
     recorded = capsys.readouterr().out
     shown = last_frames(recorded)
     assert re.search(r"^학습 100%\|██████████\| 15/15 단계, 학습 손실 \d+\.\d\d$", shown, re.MULTILINE), shown
@@ -97,8 +99,8 @@ def test_real_training_on_the_local_server_then_the_same_output_in_replay(server
     assert statuses[-1] == "succeeded" and len(statuses) == len(set(statuses))
     assert set(statuses) <= {"validating_files", "queued", "running", "succeeded"}
 
-    replay = ReplayTransport(recording)
-    replay_client = openai.OpenAI(api_key="x", base_url=replay.BASE_URL, max_retries=0,
-                                  http_client=openai.DefaultHttpxClient(transport=replay))
-    assert follow.follow(replay_client, job.id, poll_seconds=0).status == "succeeded"
-    assert capsys.readouterr().out == recorded  # every frame, in the order it was first seen
+    replay_client = course.connect("replay", "follow")
+    capsys.readouterr()  # the line that says replay mode
+    assert follow.follow(replay_client, job.id, poll_seconds=POLL).status == "succeeded"
+    replayed = capsys.readouterr().out
+    assert replayed == shown and "\r" not in replayed  # what the recorded run left on screen, without its frames
