@@ -3,7 +3,7 @@
 - 데이터 고르기: 재생 모드에서는 기록을 만들 때 쓴 데이터를, 아니면 DATASET 매개변수대로 (이유와 함께)
 - 옛 `openai tools fine_tunes.prepare_data` 가 하던 일을 한 단계씩: 공백 정리, 너무 긴 예제 빼기,
   구분자와 앞 공백(옛 prompt/completion 형식), 재현 가능한 학습/검증 분할
-- 오늘의 채팅 형식으로 바꾸기: [system, user=글, assistant=라벨]
+- 오늘의 채팅 형식으로 바꾸기: [system, user=글, assistant=라벨]. 글을 한 줄로 보이기(post_title)
 - logprob → 확률, 그리고 옛 API가 `classification/*` 열로 보여 주던 지표를 scikit-learn 으로 계산
 
 노트북 06이 단계마다 보여 주는 함수와, 07·08이 06을 돌리지 않고도 똑같은 파일을 다시 만드는 함수
@@ -140,6 +140,14 @@ def prepare_split(bunch, head: int | None = HEAD, max_tokens: int = MAX_PROMPT_T
     kept, dropped = drop_long_examples(strip_whitespace(df), max_tokens)
     train, valid = split_train_valid(kept, valid_size, random_state)
     return train, valid, dropped
+
+
+def post_title(text: str, limit: int = 60) -> str:
+    """글을 한 줄로 알아보게: Usenet 머리글의 Subject (없으면 첫 줄), limit 글자 넘으면 … 로 자름."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    subject = next((line[len("Subject:"):].strip() for line in lines if line.lower().startswith("subject:")), None)
+    title = subject if subject is not None else (lines[0] if lines else "")
+    return title if len(title) <= limit else title[:limit - 1] + "…"
 
 
 # ----------------------------------------------------------------------------- 오늘의 채팅 형식

@@ -10,8 +10,8 @@ from sklearn.metrics import (accuracy_score, average_precision_score, f1_score, 
 
 from helpers import chat_data, classification, course, datasets, paths
 from helpers.classification import (SEPARATOR, add_legacy_format, classification_report_table, drop_long_examples,
-                                    label_of_token, label_probabilities, split_train_valid, strip_whitespace,
-                                    to_chat_examples)
+                                    label_of_token, label_probabilities, post_title, split_train_valid,
+                                    strip_whitespace, to_chat_examples)
 
 LOGPROBS_RECORDING = "08_newsgroups_logprobs"
 
@@ -70,6 +70,16 @@ def test_split_is_the_same_rows_in_legacy_and_plain_format():
     _, plain_valid = split_train_valid(df)
     _, legacy_valid = split_train_valid(add_legacy_format(df))
     assert list(plain_valid.index) == list(legacy_valid.index)
+
+
+@pytest.mark.parametrize("text, title", [
+    ("From: a@b.example (A)\nSubject: Kessler to the DL?\nLines: 4\n\nHeard on the radio", "Kessler to the DL?"),
+    ("\n  First line of a post without headers  \nsecond line", "First line of a post without headers"),
+    ("Subject: " + "x" * 80, "x" * 59 + "…"),
+    ("", ""),
+])
+def test_post_title_is_the_subject_or_the_first_line_cut_to_the_limit(text, title):
+    assert post_title(text) == title
 
 
 def test_chat_examples_are_system_user_assistant_and_pass_the_format_check():
