@@ -12,6 +12,8 @@
 - datasets:  data/ 폴더의 호반스 규칙과 질문/답변, 야구/하키 글 (실제 20newsgroups 또는 샘플)
 - hobanse_eval: 04 의 규칙 문장 검색기(TF-IDF)와 사실 채점기
 - classification: 06~08 의 데이터 준비(옛 prepare_data 단계), 채팅 형식, logprob → 확률 → 분류 지표
+- follow:    미세 조정 작업을 끝날 때까지 따라가기 (상태가 바뀔 때 한 줄, 학습 단계와 손실의 진행 막대)
+- data_size: 09 의 데이터 크기 실험: 글을 토큰 예산으로 자르기, 겹치는 균형 학습 세트
 - display:   긴 한국어 답이 든 표를 자르지 않고 왼쪽 정렬로 보여 주기
 
 주피터 안에서 helpers 를 불러오면, 과정의 오류(형식 검사, 키 없음 등)와 API 오류가 긴 traceback 대신 한국어 설명
