@@ -25,6 +25,7 @@ def test_notebook_03_trains_and_answers_on_the_real_local_model(tmp_path, monkey
     papermill.execute_notebook(str(NOTEBOOK), str(output), cwd=str(NOTEBOOK.parent), kernel_name="python3",
                                progress_bar=False, parameters={
                                    "LOCAL_HYPERPARAMETERS": {"n_epochs": EPOCHS}, "MAX_TOKENS": 40, "REPEATS": 1,
+                                   "LOCAL_HYPERPARAMETERS_V2": {"n_epochs": 1},
                                    "POLL_SECONDS": 2, "CLEAN_UP": True})
     nb = nbformat.read(output, as_version=4)
     text = "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
@@ -41,4 +42,7 @@ def test_notebook_03_trains_and_answers_on_the_real_local_model(tmp_path, monkey
     right = [a for a in court_answers if score_answer(a, "20미터;10미터") == 1] + \
             [a for a in time_answers if score_answer(a, "10분") == 1]
     assert right, "미세 조정 모델이 학습한 사실로 답한 학습 질문이 하나도 없음:\n" + "\n".join(court_answers + time_answers)
+    assert "학습한 매개변수:" in text and "저장한 어댑터:" in text  # the LoRA numbers came from the job's events
+    # the reworded questions it missed (if any) trained further from the fine-tuned model itself
+    assert "이어서 학습할 모델: ft:gemma-3-270m:local:hobanse:" in text or "고칠 답이 없어" in text
     assert "모델 삭제:" in text  # CLEAN_UP removed what this run created
