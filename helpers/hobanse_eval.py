@@ -3,7 +3,8 @@
 - rule_sentences / RuleRetriever: 규칙 글을 문장으로 나누고, 질문과 가장 비슷한 문장을 TF-IDF로 찾습니다.
   한국어는 띄어쓰기가 들쭉날쭉해서("몇명"/"몇 명") 단어 대신 글자 2~3개 묶음(char n-gram)을 셉니다.
 - has_fact / score_answer: 답에 "3명", "20미터" 같은 사실이 들어 있는지 봅니다. 띄어쓰기를 무시하고
-  "세 명" → "3명", "두 개" → "2개", "20m" → "20미터" 처럼 수 표현을 맞춘 뒤 비교합니다.
+  "세 명" → "3명", "두 개" → "2개", "20m" → "20미터" 처럼 수 표현을 맞춘 뒤 비교합니다. 같은 단위의 수를 셋 이상
+  늘어놓은 답("1개, 2개, 3개, …")은 찍기 목록이라 그 수를 말한 것으로 보지 않습니다.
 - judge: 답이 프롬프트를 되풀이(echo)했는지 가려내고, 답이 스스로 말한 사실만 셉니다 (아래 "되풀이" 절의 규칙).
 """
 from __future__ import annotations
@@ -71,11 +72,18 @@ def normalise(text: str) -> str:
     return _NUMBER_BEFORE_COUNTER.sub(lambda m: str(NUMBER_WORDS[m.group(1)]), text)
 
 
+GUESS_LIST = 3  # 같은 단위의 서로 다른 수를 이만큼 늘어놓은 답("1개, 2개, 3개, …")은 그 수를 말한 것이 아님
+
+
 def has_fact(answer: str, fact: str) -> bool:
-    """fact 의 대안("2개|2번") 중 하나라도 답에 있으면 True. "3명"은 "13명" 안에서 찾지 않습니다."""
+    """fact 의 대안("2개|2번") 중 하나라도 답에 있으면 True. "3명"은 "13명" 안에서 찾지 않고, 같은 단위의 수를
+    GUESS_LIST 개 이상 늘어놓은 답에서는 그 단위의 수를 찾지 않습니다 (찍기 목록)."""
     text = normalise(answer)
     for option in fact.split("|"):
         wanted = normalise(option)
+        number = re.fullmatch(r"(\d+)(\D+)", wanted)
+        if number and len(set(re.findall(rf"(?<!\d)(\d+){re.escape(number.group(2))}", text))) >= GUESS_LIST:
+            continue
         guard = r"(?<!\d)" if wanted[:1].isdigit() else ""
         if re.search(guard + re.escape(wanted), text):
             return True

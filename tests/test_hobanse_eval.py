@@ -20,6 +20,7 @@ from helpers.recordings import read_recording
     ("각 하프는 10 분입니다", "10분"),
     ("센터서클에서 시작", "센터 서클"),
     ("하프는 두 번 있습니다", "2개|2번"),
+    ("길이 20미터, 폭 10미터", "10미터"),  # 서로 다른 사실 두 개는 찍기 목록이 아님
 ])
 def test_fact_found_across_spacing_and_number_words(answer, fact):
     assert has_fact(answer, fact)
@@ -31,6 +32,9 @@ def test_fact_found_across_spacing_and_number_words(answer, fact):
     ("한쪽 다리로 서야 합니다", "1쪽"),  # "한쪽"은 수가 아님
     ("이번 경기에서는 공을 씁니다", "2번"),  # "이번"은 2번이 아님
     ("you are factual chatbot.\n\n경기 규칙은?", "심판"),  # 사전 학습 모델이 질문을 되풀이한 답
+    # 사전 학습 모델이 이어 쓰기로 낸 실제 답 (찍기 목록): 수를 늘어놓은 답은 그중 하나를 말한 것이 아님
+    ("공이 필요하면 1개, 2개, 3개, 4개, 5개, 6개, 7개, 8개, 9개, 1", "2개"),
+    ("30미터, 10미터, 20미터, 30미터, 10미터, 20미터, 30미터, 10미", "10미터"),
 ])
 def test_fact_not_found_where_it_is_not(answer, fact):
     assert not has_fact(answer, fact)
@@ -200,7 +204,7 @@ def test_stored_table_is_the_recording_rescored():
     rescored, table = rescored_recording(), stored_table()
     assert len(table) == len(rescored)
     for label, row in table.items():
-        (method,) = [m for m in rescored if label.startswith(m) and not (m == "미세 조정 모델" and "RAG" in label)]
+        (method,) = [m for m in rescored if label.startswith(m)]
         scores, echoes, tokens, cut = zip(*rescored[method])
         assert len(scores) == len(eval_questions()), label
         assert int(row["정답"]) == sum(s == 1 for s in scores), label
