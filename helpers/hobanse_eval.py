@@ -104,6 +104,8 @@ def score_answer(answer: str, facts: str) -> float:
 # 구성되며 각 하프의 시간은 10분입니다."). 나머지 베낀 조각은 답에서 지우고, 남은 글에서만 사실을 찾습니다. 지운
 # 글자가 답의 ECHO_SHARE 이상이면 그 답은 되풀이(echo)이고 점수는 0 입니다: 질문을 따라 쓴 답, 지시문과 규칙 목록을
 # 통째로 옮긴 답, 다른 질문의 예시 답을 가져온 답, 사실과 상관없는 규칙 줄을 베낀 답이 여기에 걸립니다.
+# 미세 조정 모델에는 그 모델이 학습한 답(learned)을 함께 줍니다: 학습한 답에도 있는 조각은 모델이 외운 제 말이지 프롬프트를
+# 베낀 것이 아니므로 지우지 않습니다 (학습 답이 규칙 문장과 같아서, 미세 조정 + RAG 의 답이 되풀이로 잘못 걸리지 않도록).
 COPY_MIN = 10  # 띄어쓰기를 뺀 글자 수
 QUOTE_MAX = 40
 ECHO_SHARE = 0.5
@@ -137,10 +139,12 @@ def copied_spans(answer: str, prompt: str | list[dict]) -> list[tuple[int, int]]
     return spans
 
 
-def judge(answer: str, facts: str, prompt: str | list[dict]) -> Judgement:
-    """답이 스스로 말한 사실만 셉니다. 규칙은 위 설명 (COPY_MIN, QUOTE_MAX, ECHO_SHARE)."""
+def judge(answer: str, facts: str, prompt: str | list[dict], learned: tuple[str, ...] = ()) -> Judgement:
+    """답이 스스로 말한 사실만 셉니다. 규칙은 위 설명 (COPY_MIN, QUOTE_MAX, ECHO_SHARE, learned)."""
     text = normalise(answer)
-    spans = copied_spans(answer, prompt)
+    known = [normalise(item) for item in learned]
+    spans = [(start, end) for start, end in copied_spans(answer, prompt)
+             if not any(text[start:end] in item for item in known)]
     quote = next((span for span in spans if span[1] - span[0] <= QUOTE_MAX
                   and score_answer(text[span[0]:span[1]], facts) > 0), None)
     own, removed, last = [], 0, 0

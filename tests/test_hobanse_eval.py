@@ -147,6 +147,17 @@ def test_removed_copies_do_not_join_into_a_new_fact():
     assert not verdict.echo and verdict.score == 0.0  # 지운 조각 양쪽의 "2" 와 "0미터" 가 "20미터" 로 붙지 않음
 
 
+def test_a_fine_tuned_models_learned_answer_is_not_an_echo_of_the_rules_it_was_given():
+    rule = "경기는 두 개의 하프로 구성되며 각 하프의 시간은 10분입니다."
+    prompt = [{"role": "system", "content": f"you are factual chatbot. 아래 호반스 규칙만 근거로 짧게 답하세요.\n- {rule}\n"
+                                            "- 각 팀은 3명의 선수로 구성됩니다."},
+              {"role": "user", "content": "호반스 한 팀에는 선수가 몇 명 뛰나요?"}]
+    answer = "경기는 두 개의 하프로 구성되며 각 하프의 시간은 10분입니다. 각 팀은 3명의 선수로 구성됩니다."
+    assert judge(answer, "3명", prompt).echo  # the base model given these rules: copied, not answered
+    verdict = judge(answer, "3명", prompt, learned=(rule,))  # a fine-tuned model that learned the first sentence
+    assert not verdict.echo and verdict.score == 1.0
+
+
 def test_prompt_text_joins_messages():
     assert prompt_text(BASE_PROMPT_TEAM) == "you are factual chatbot.\n호반스 한 팀에는 선수가 몇 명 뛰나요?"
     assert prompt_text("질문: 호반스?\n답:") == "질문: 호반스?\n답:"
@@ -169,6 +180,7 @@ def method_of(model: str, prompt) -> str:
 def rescored_recording() -> dict[str, list]:
     """기록의 답을 노트북과 같은 채점기로: 방법 → [(점수, 되풀이, 답 토큰, max_tokens 에서 잘림)]."""
     facts = dict(eval_questions()[["question", "facts"]].values)
+    learned = tuple(datasets.hobanse_qa()["answer"])  # 미세 조정 모델이 학습한 답 (노트북과 같이)
     rows: dict[str, list] = {}
     for interaction in read_recording(RECORDING)["interactions"]:
         request, reply = interaction["request"], interaction["response"].get("json") or {}
@@ -182,7 +194,8 @@ def rescored_recording() -> dict[str, list]:
         else:
             continue
         if question in facts:  # 평가 질문만 (노트북의 다른 요청은 빼고)
-            verdict = judge(answer.strip(), facts[question], prompt)
+            verdict = judge(answer.strip(), facts[question], prompt,
+                            learned if body["model"].startswith("ft:") else ())
             rows.setdefault(method_of(body["model"], prompt), []).append(
                 (verdict.score, verdict.echo, reply["usage"]["completion_tokens"],
                  reply["choices"][0]["finish_reason"] == "length"))
