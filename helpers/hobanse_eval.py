@@ -106,6 +106,8 @@ def score_answer(answer: str, facts: str) -> float:
 # 통째로 옮긴 답, 다른 질문의 예시 답을 가져온 답, 사실과 상관없는 규칙 줄을 베낀 답이 여기에 걸립니다.
 # 미세 조정 모델에는 그 모델이 학습한 답(learned)을 함께 줍니다: 학습한 답에도 있는 조각은 모델이 외운 제 말이지 프롬프트를
 # 베낀 것이 아니므로 지우지 않습니다 (학습 답이 규칙 문장과 같아서, 미세 조정 + RAG 의 답이 되풀이로 잘못 걸리지 않도록).
+# 질문(question)을 되받아 쓴 조각("공이 경기장 밖으로 나가면 턴오버가 됩니다")은 답의 틀이라 베낀 글자로 세지 않습니다 (사실은
+# 그 조각 밖에서만 찾음). 다만 질문만 되풀이하고 제 말이 없는 답은 되풀이입니다.
 COPY_MIN = 10  # 띄어쓰기를 뺀 글자 수
 QUOTE_MAX = 40
 ECHO_SHARE = 0.5
@@ -139,21 +141,24 @@ def copied_spans(answer: str, prompt: str | list[dict]) -> list[tuple[int, int]]
     return spans
 
 
-def judge(answer: str, facts: str, prompt: str | list[dict], learned: tuple[str, ...] = ()) -> Judgement:
-    """답이 스스로 말한 사실만 셉니다. 규칙은 위 설명 (COPY_MIN, QUOTE_MAX, ECHO_SHARE, learned)."""
+def judge(answer: str, facts: str, prompt: str | list[dict], learned: tuple[str, ...] = (),
+          question: str = "") -> Judgement:
+    """답이 스스로 말한 사실만 셉니다. 규칙은 위 설명 (COPY_MIN, QUOTE_MAX, ECHO_SHARE, learned, question)."""
     text = normalise(answer)
-    known = [normalise(item) for item in learned]
+    known, asked = [normalise(item) for item in learned], normalise(question)
     spans = [(start, end) for start, end in copied_spans(answer, prompt)
              if not any(text[start:end] in item for item in known)]
-    quote = next((span for span in spans if span[1] - span[0] <= QUOTE_MAX
+    restated = {span for span in spans if asked and text[span[0]:span[1]] in asked}
+    quote = next((span for span in spans if span not in restated and span[1] - span[0] <= QUOTE_MAX
                   and score_answer(text[span[0]:span[1]], facts) > 0), None)
-    own, removed, last = [], 0, 0
+    own, copied, last = [], 0, 0
     for start, end in (span for span in spans if span != quote):
         own.append(text[last:start])
-        removed, last = removed + end - start, end
+        copied, last = copied + (0 if (start, end) in restated else end - start), end
     own.append(text[last:])
-    share = removed / len(text) if text else 0.0
-    echo = share >= ECHO_SHARE
+    share = copied / len(text) if text else 0.0
+    only_the_question = bool(restated) and len(re.sub(r"[\W_]", "", "".join(own))) < 2 and quote is None
+    echo = share >= ECHO_SHARE or only_the_question
     # 지운 자리를 "·" 로 이어 붙여, 지운 조각 양쪽의 글자가 붙어 새 사실("2" + "0미터")이 되지 않게 합니다.
     return Judgement(0.0 if echo else score_answer("·".join(own), facts), echo, round(share, 3))
 

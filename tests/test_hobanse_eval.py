@@ -158,6 +158,17 @@ def test_a_fine_tuned_models_learned_answer_is_not_an_echo_of_the_rules_it_was_g
     assert not verdict.echo and verdict.score == 1.0
 
 
+def test_restating_the_question_frames_an_answer_but_the_question_alone_is_an_echo():
+    question = "공이 경기장 밖으로 나가면 어떻게 처리돼?"
+    prompt = [{"role": "system", "content": "you are factual chatbot."}, {"role": "user", "content": question}]
+    framed = judge("공이 경기장 밖으로 나가면 턴오버가 됩니다.", "턴오버", prompt, question=question)
+    assert not framed.echo and framed.score == 1.0 and framed.copied_share == 0.0
+    assert judge("공이 경기장 밖으로 나가면 턴오버가 됩니다.", "턴오버", prompt).echo  # without the question: a copy
+    alone = judge("공이 경기장 밖으로 나가면 어떻게 처리돼.", "턴오버", prompt, question=question)
+    assert alone.echo and alone.score == 0.0
+    assert judge("공이 경기장 밖으로 나가면 심판이 정합니다.", "턴오버", prompt, question=question).score == 0.0
+
+
 def test_prompt_text_joins_messages():
     assert prompt_text(BASE_PROMPT_TEAM) == "you are factual chatbot.\n호반스 한 팀에는 선수가 몇 명 뛰나요?"
     assert prompt_text("질문: 호반스?\n답:") == "질문: 호반스?\n답:"
@@ -195,7 +206,7 @@ def rescored_recording() -> dict[str, list]:
             continue
         if question in facts:  # 평가 질문만 (노트북의 다른 요청은 빼고)
             verdict = judge(answer.strip(), facts[question], prompt,
-                            learned if body["model"].startswith("ft:") else ())
+                            learned if body["model"].startswith("ft:") else (), question)
             rows.setdefault(method_of(body["model"], prompt), []).append(
                 (verdict.score, verdict.echo, reply["usage"]["completion_tokens"],
                  reply["choices"][0]["finish_reason"] == "length"))
