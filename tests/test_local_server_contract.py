@@ -17,7 +17,7 @@ from openai.types.chat import ChatCompletion
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 
-from helpers import paths
+from tests.test_notebooks import RECORDINGS
 
 JOB_NULLABLE = {"error", "error.param", "fine_tuned_model", "finished_at", "trained_tokens", "validation_file",
                 "estimated_finish", "integrations", "metadata"}
@@ -120,18 +120,11 @@ def test_fresh_server_responses_fit_the_spec(tiny_server):
 
 
 # ------------------------------------------------------------------------------------------------ the recordings
-# Recorded before the fix: these nulls go when the lead re-records (tests/rerecord.py). Then delete this set.
-RECORDED_BEFORE_THE_FIX = re.compile(r"(GET /fine_tuning/jobs/[^/]+/events: null at data\[\]\.data"
-                                     r"|(POST|GET) /files: null at (data\[\]\.)?(expires_at|status_details))")
-
-
-@pytest.mark.parametrize("recording", sorted(paths.RECORDINGS_DIR.glob("*.json")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("recording", RECORDINGS, ids=lambda p: p.stem)
 def test_recorded_responses_fit_the_spec(recording):
     problems = []
     for interaction in json.loads(recording.read_text(encoding="utf-8"))["interactions"]:
         request, response = interaction["request"], interaction["response"]
         if "json" in response:
             problems += contract_problems(request["method"], request["path"], response["status"], response["json"])
-    assert [p for p in problems if not RECORDED_BEFORE_THE_FIX.fullmatch(p)] == []
-    if problems:
-        pytest.xfail(f"{recording.name} was recorded before the server left these out: {sorted(set(problems))}")
+    assert problems == []

@@ -88,11 +88,13 @@ def test_committed_notebook_is_complete(notebook):
     assert counts == sorted(counts), "위에서 아래로 한 번에 실행한 출력이어야 함"
 
 
+# the recordings the repository holds (not the untracked backup a record run leaves)
+RECORDINGS = sorted(p for p in (ROOT / "data" / "recordings").glob("*.json") if not p.name.endswith(".previous.json"))
+
+
 def test_every_recording_says_where_it_came_from():
-    recordings = sorted(p for p in (ROOT / "data" / "recordings").glob("*.json")
-                        if not p.name.endswith(".previous.json"))  # the untracked backup a record run leaves
-    assert recordings
-    for path in recordings:
+    assert RECORDINGS
+    for path in RECORDINGS:
         header = json.loads(path.read_text(encoding="utf-8"))["header"]
         source = header["source"]  # 실제 OpenAI, OpenAI 호환 서버, 또는 이 과정의 로컬 오픈 웨이트 모델
         assert source == "openai" or source.startswith(("openai-compatible ", "local open-weight ")), (path, source)
