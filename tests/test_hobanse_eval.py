@@ -1,6 +1,4 @@
 """04 노트북의 검색기, 사실 채점기, 되풀이(echo) 판정, 그리고 저장된 표를 기록에서 다시 채점하기."""
-import re
-
 import nbformat
 import pytest
 
