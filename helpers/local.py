@@ -88,7 +88,7 @@ def _start(port_number: int) -> dict:
         if os.environ.get(env):
             command += [option, os.environ[env]]
     log_path = paths.output_file("local_server.log")
-    print("로컬 서버를 띄우고 모델을 불러옵니다 (처음 한 번은 모델 변환에 2분쯤, 그다음부터는 몇 초)…", flush=True)
+    print("로컬 서버를 띄우고 모델을 불러옵니다 (처음 한 번은 모델 변환에 1분쯤, 그다음부터는 몇 초)…", flush=True)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=paths.ROOT, stdin=subprocess.PIPE, stdout=log,
                                    stderr=subprocess.STDOUT)

