@@ -1,6 +1,7 @@
 """One running server: the base model and its engine, the store, the job scheduler, and the checks they share."""
 from __future__ import annotations
 
+import ipaddress
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,6 +35,15 @@ class Settings:
     default_max_tokens: int = 256  # when a request gives none; the slides' Playground "maximum length"
     max_batch: int = 16
     model_cache_dir: Path = CACHE_DIR / "models"  # the converted base model, shared by every data directory
+
+
+def is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 class LocalServer:
