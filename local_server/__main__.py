@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .base_model import DEFAULT_MODEL, DTYPES, prepare_model
-from .server import CACHE_DIR, LocalServer, Settings, is_loopback
+from .server import CACHE_DIR, DataDirInUse, LocalServer, Settings, is_loopback
 from .store import IncompatibleStore
 
 API_KEY_ENV = "LOCAL_SERVER_API_KEY"
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
                         model_cache_dir=args.model_cache_dir)
     try:
         server = LocalServer(settings)
-    except IncompatibleStore as err:
+    except (IncompatibleStore, DataDirInUse) as err:
         print(f"⚠ {err}", file=sys.stderr)
         return 2
     print(f"로컬 미세 조정 서버: http://{args.host}:{args.port}/v1 — 모델 {server.base_model_id} "

@@ -4,6 +4,9 @@ behind when the server is killed."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import httpx2
 import pytest
@@ -72,3 +75,29 @@ def test_this_servers_own_pages_and_programs_without_origin_pass(tiny_server):
     same_origin = {"origin": f"http://127.0.0.1:{tiny_server.port}", "sec-fetch-site": "same-origin"}
     assert httpx2.post(f"{url}/chat/completions", json=CHAT, headers=same_origin, timeout=60).status_code == 200
     assert httpx2.post(f"{url}/chat/completions", json=CHAT, timeout=60).status_code == 200  # the SDK, curl
+
+
+# ------------------------------------------------------------------------------------------------ one server per folder
+def test_a_second_server_on_the_same_data_dir_is_refused_and_changes_nothing(tiny_model, tmp_path):
+    from local_server.server import DataDirInUse, LocalServer, Settings
+    from tests.net import free_port
+    from tests.running_server import RunningServer
+
+    settings = Settings(data_dir=tmp_path / "data", model=str(tiny_model))
+    first = RunningServer(settings, train=False)
+    try:
+        client = first.client()
+        job = client.fine_tuning.jobs.create(model=first.model, training_file=client.files.create(
+            file=("train.jsonl", TRAINING), purpose="fine-tune").id)
+        assert first.local.store.update_job(job.id, ("validating_files",), status="running")  # as if training
+        with pytest.raises(DataDirInUse, match=f"프로세스 {os.getpid()}"):
+            LocalServer(settings, progress=lambda *a: None)
+        second = subprocess.run([sys.executable, "-m", "local_server", "--model", str(tiny_model), "--data-dir",
+                                 str(settings.data_dir), "--port", str(free_port())],
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert f"프로세스 {os.getpid()}" in second.stderr and "--data-dir" in second.stderr, second.stderr
+        assert client.fine_tuning.jobs.retrieve(job.id).status == "running"  # recover() did not run
+    finally:
+        first.close()
+    LocalServer(settings, progress=lambda *a: None).close()  # closed: the folder is free again
