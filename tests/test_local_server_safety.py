@@ -9,7 +9,11 @@ import subprocess
 import sys
 
 import httpx2
+import openai
+import psutil
 import pytest
+
+from local_server.training import MAX_EPOCHS
 
 TRAINING = b"".join(json.dumps({"messages": [{"role": "user", "content": f"질문 {i}"},
                                              {"role": "assistant", "content": f"답 {i}"}]}).encode() + b"\n"
@@ -101,3 +105,38 @@ def test_a_second_server_on_the_same_data_dir_is_refused_and_changes_nothing(tin
     finally:
         first.close()
     LocalServer(settings, progress=lambda *a: None).close()  # closed: the folder is free again
+
+
+# ------------------------------------------------------------------------------------------------ no orphan worker
+def test_killing_the_server_stops_its_training_worker(tiny_model, tmp_path):
+    from tests.net import free_port, wait_until
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "local_server", "--model", str(tiny_model), "--data-dir",
+                               str(tmp_path / "data"), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        client = openai.OpenAI(api_key="x", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout=30)
+        wait_until(lambda: _answers(client), 120, "the server to start")
+        job = client.fine_tuning.jobs.create(model="tiny-gemma0", hyperparameters={"n_epochs": MAX_EPOCHS},
+                                             training_file=client.files.create(file=("t.jsonl", TRAINING * 10),
+                                                                               purpose="fine-tune").id)
+        wait_until(lambda: any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id)), 120,
+                   "the first training step")
+        worker = next(p for p in psutil.Process(server.pid).children() if "spawn_main" in " ".join(p.cmdline()))
+        server.kill()
+        server.wait(30)
+        wait_until(lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, 60,
+                   f"the training worker {worker.pid} to end after its server was killed")
+    finally:
+        server.kill()
+        if worker is not None and worker.is_running():
+            worker.kill()
+
+
+def _answers(client) -> bool:
+    try:
+        return bool(client.models.list().data)
+    except openai.APIConnectionError:
+        return False
