@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import ipaddress
 import logging
 import os
 import sys
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 
 from .base_model import DEFAULT_MODEL, DTYPES, prepare_model
-from .server import CACHE_DIR, LocalServer, Settings
+from .server import CACHE_DIR, DataDirInUse, LocalServer, Settings, is_loopback
 from .store import IncompatibleStore
 
 API_KEY_ENV = "LOCAL_SERVER_API_KEY"
@@ -56,15 +55,6 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"--api-key-file {args.api_key_file} 이(가) 비어 있습니다")
     args.api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     return args
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -111,7 +101,7 @@ def main(argv=None) -> int:
                         model_cache_dir=args.model_cache_dir)
     try:
         server = LocalServer(settings)
-    except IncompatibleStore as err:
+    except (IncompatibleStore, DataDirInUse) as err:
         print(f"⚠ {err}", file=sys.stderr)
         return 2
     print(f"로컬 미세 조정 서버: http://{args.host}:{args.port}/v1 — 모델 {server.base_model_id} "

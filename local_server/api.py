@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from urllib.parse import urlsplit
 from typing import Literal, Optional, Union
 
 from fastapi import APIRouter, FastAPI, File, Form, Query, Request, UploadFile
@@ -21,6 +22,7 @@ from . import errors
 from .errors import ApiError, not_found
 from .inference import GenerationRequest
 from .jobs import read_examples
+from .server import is_loopback
 from .store import FINAL_STATUSES, new_id
 
 MAX_STOP_SEQUENCES = 4
@@ -145,7 +147,10 @@ def create_app(server) -> FastAPI:
         """Every path but /health needs the key when one is set (the docs too: they list every route). Every response,
         errors included, says which model this server serves (recordings name their source)."""
         given = request.headers.get("authorization", "")
-        if server.settings.api_key and request.url.path != "/health" and \
+        refused = _refused_origin(request, is_loopback(server.settings.host))
+        if refused:
+            response = errors.error_response(request, 403, refused, "forbidden")
+        elif server.settings.api_key and request.url.path != "/health" and \
                 not secrets.compare_digest(given.encode(), f"Bearer {server.settings.api_key}".encode()):
             response = errors.error_response(request, 401, "API 키가 없거나 틀렸습니다. 강사에게 받은 키를 "
                                              "OPENAI_API_KEY 에 넣으세요 (Incorrect API key provided).", "invalid_api_key")
@@ -168,6 +173,27 @@ def create_app(server) -> FastAPI:
     app.include_router(_models(server), prefix="/v1")
     app.include_router(_generation(server), prefix="/v1")
     return app
+
+
+def _refused_origin(request: Request, loopback_server: bool) -> str | None:
+    """Why a request is refused as coming from somewhere it must not, or None.
+
+    A server without a key trusts whoever can reach it, so it must be reachable only from this computer's programs:
+    - a Host other than a loopback name is a web page whose own domain now resolves to 127.0.0.1 (DNS rebinding);
+      a server on another address (a classroom's, key required) is reached by its own names, which it cannot know;
+    - an Origin other than this server's, or Sec-Fetch-Site: cross-site, is a browser page of another site: a plain
+      HTML form or fetch() can POST (an upload, a job) without any preflight. The openai SDK and curl send neither.
+    """
+    host = request.headers.get("host", "")
+    if loopback_server and not is_loopback(urlsplit(f"//{host}").hostname):
+        return (f"이 서버는 이 컴퓨터의 주소(localhost, 127.0.0.1, [::1])로만 받습니다: Host '{host}' 는 거절합니다 "
+                "(Requests must be addressed to localhost).")
+    origin = request.headers.get("origin")
+    if (origin is not None and urlsplit(origin).netloc != host) or \
+            request.headers.get("sec-fetch-site") == "cross-site":
+        return (f"다른 웹 사이트의 페이지({origin or '알 수 없음'})가 보낸 요청은 받지 않습니다: openai SDK 나 curl 로 "
+                "요청하세요 (Cross-origin requests are not allowed).")
+    return None
 
 
 class _BodyLimit:

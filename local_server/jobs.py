@@ -187,7 +187,11 @@ class _JobSink:
         self.store.add_event(self.job["id"], f"Checkpoint created at step {step}")
 
     def should_stop(self) -> bool:
-        return self.store.job(self.job["id"])["status"] != "running"
+        """Cancelled, or the server is gone: a daemon worker is ended only by a server that exits normally, and one
+        that is killed (SIGKILL, out of memory, a closed terminal) would leave it training for nobody. The job stays
+        "running" and the next server's recover() marks it failed."""
+        server = multiprocessing.parent_process()  # None when run_job is called in the test process itself
+        return (server is not None and not server.is_alive()) or self.store.job(self.job["id"])["status"] != "running"
 
 
 def result_csv(rows: list[dict]) -> bytes:

@@ -1,6 +1,8 @@
 """One running server: the base model and its engine, the store, the job scheduler, and the checks they share."""
 from __future__ import annotations
 
+import ipaddress
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from .jobs import Scheduler
 from .store import Store
 
 CACHE_DIR = Path(platformdirs.user_cache_dir("finetune-course-server"))
+LOCK_BYTE = 1 << 20  # where lock_data_dir locks on Windows
 MAX_PROBLEMS_SHOWN = 5  # a file with thousands of bad lines still gets a short, readable error
 
 
@@ -36,9 +39,59 @@ class Settings:
     model_cache_dir: Path = CACHE_DIR / "models"  # the converted base model, shared by every data directory
 
 
+def is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+class DataDirInUse(Exception):
+    pass
+
+
+def lock_data_dir(data_dir: Path):
+    """Hold the data directory for this process until the returned file is closed (or the process dies, even killed):
+    a second server would mark the first one's training job failed (recover) and both would write the same store.
+
+    Not the filelock package: it truncates the lock file on every attempt, erasing the pid the refusal names."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(data_dir / "server.lock", "a+b")  # append: opening must not erase the holder's pid
+    try:
+        if os.name == "nt":
+            import msvcrt
+            handle.seek(LOCK_BYTE)  # a byte past the pid: Windows locks are mandatory, the pid must stay readable
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read(20).decode("ascii", "replace").strip() or "?"
+        handle.close()
+        raise DataDirInUse(f"데이터 폴더 {data_dir} 는 다른 서버(프로세스 {holder})가 쓰고 있습니다. 그 서버를 그대로 "
+                           "쓰거나 끄세요. 또는 --data-dir 로 다른 폴더를 주세요 (data directory in use by process "
+                           f"{holder}).") from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()).encode("ascii"))
+    handle.flush()
+    return handle
+
+
 class LocalServer:
     def __init__(self, settings: Settings, progress=print):
         self.settings = settings
+        self.data_dir_lock = lock_data_dir(Path(settings.data_dir))  # before the store is touched
+        try:
+            self._start(progress)
+        except BaseException:
+            self.data_dir_lock.close()  # e.g. an incompatible store: the next attempt must not find the folder held
+            raise
+
+    def _start(self, progress) -> None:
+        settings = self.settings
         self.store = Store(settings.data_dir)
         self.device = pick_device(settings.device)
         self.model_source = prepare_model(settings.model, settings.model_cache_dir, progress)
@@ -58,6 +111,7 @@ class LocalServer:
     def close(self) -> None:
         self.scheduler.stop()
         self.engine.close()
+        self.data_dir_lock.close()
 
     # ------------------------------------------------------------------ checks the routes share
     def check_training_file(self, content: bytes, filename: str) -> None:
