@@ -31,7 +31,11 @@ LOCAL_OWNER = "local"  # 로컬 서버의 모델(기본 모델과 미세 조정 
 SERVER_HEADER = "x-course-local-server"  # 로컬 서버가 모든 응답에 붙이는 표시: "<모델>; device=<장치>"
 # CPU 에서는 한꺼번에 보낸 요청이 묶여 차례로 계산되므로, 한 요청이 몇 분 기다릴 수 있습니다
 TIMEOUT = httpx2.Timeout(600, connect=10)
-START_TIMEOUT_SECONDS = 900  # 처음 한 번은 GGUF 를 변환하느라 2분 안팎, 느린 컴퓨터면 더
+START_TIMEOUT_SECONDS = 900  # 처음 한 번은 GGUF 를 변환하느라 1분 안팎, 느린 컴퓨터면 더
+# 데이터 폴더는 서버 하나만 씁니다. 커널을 다시 시작하면 앞 커널의 서버가 학습 프로세스를 기다리며 끝나는 데 10초쯤
+# 걸릴 수 있어, 그동안은 새 서버가 "다른 서버가 쓰고 있습니다" 로 끝나면 다시 띄워 봅니다.
+DATA_DIR_BUSY_RETRY_SECONDS = 30
+DATA_DIR_BUSY = "다른 서버(프로세스"  # local_server 가 그 폴더를 쓰는 서버가 있을 때 남기는 말
 _started: list[subprocess.Popen] = []  # 이 커널이 띄운 서버 (커널이 끝나면 파이프가 닫혀 함께 끝남)
 
 
@@ -83,6 +87,20 @@ def ensure_server() -> LocalServer:
 
 
 def _start(port_number: int) -> dict:
+    retry_until = time.monotonic() + DATA_DIR_BUSY_RETRY_SECONDS
+    while True:
+        found, exit_code, log_tail = _start_once(port_number)
+        if found:
+            return found
+        if time.monotonic() > retry_until or not any(DATA_DIR_BUSY in line for line in log_tail):
+            raise CourseError(f"로컬 서버가 시작하지 못하고 끝났습니다 (exit code {exit_code}). "
+                              f"{paths.shown(paths.output_file('local_server.log'))} 의 마지막 줄:\n  "
+                              + "\n  ".join(log_tail))
+        time.sleep(1)  # 앞 서버가 데이터 폴더를 놓을 때까지
+
+
+def _start_once(port_number: int) -> tuple[dict | None, int | None, list[str]]:
+    """서버를 띄우고 준비되면 (상태, None, []), 준비되기 전에 끝나면 (None, exit code, 로그의 마지막 줄들)."""
     command = [sys.executable, "-m", "local_server", "--port", str(port_number), "--exit-when-stdin-closes"]
     for option, env in (("--data-dir", "COURSE_LOCAL_DATA_DIR"), ("--model", "COURSE_LOCAL_MODEL")):
         if os.environ.get(env):
@@ -96,12 +114,11 @@ def _start(port_number: int) -> dict:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
-            raise CourseError(f"로컬 서버가 시작하지 못하고 끝났습니다 (exit code {process.returncode}). "
-                              f"{paths.shown(log_path)} 의 마지막 줄:\n  " + "\n  ".join(tail))
+            _started.remove(process)  # 끝난 서버는 이 커널이 띄운 것으로 두지 않음
+            return None, process.returncode, log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
         found = health(port_number)
         if found:
-            return found
+            return found, None, []
         time.sleep(0.5)
     process.kill()
     raise CourseError(f"로컬 서버가 {START_TIMEOUT_SECONDS}초 안에 준비되지 않았습니다. {paths.shown(log_path)} 를 "
