@@ -120,11 +120,7 @@ def show_course_errors_briefly() -> None:
     셀은 여전히 오류로 멈추고, 설명은 오류 출력(ename, evalue)에 들어가므로 papermill 을 터미널에서 돌려도
     그 설명이 터미널에 보입니다.
     """
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
+    shell = modes.jupyter_shell()
     if shell is None:
         return
 

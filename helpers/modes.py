@@ -84,3 +84,12 @@ def ask_for_key() -> str:
             f"저장소 최상위의 .env 파일에 키를 넣거나, {replay_advice()}"
         )
     return key.strip()
+
+
+def jupyter_shell():
+    """노트북(IPython) 안이면 그 셸, 아니면 None: 셀 실행과 오류 표시에 훅을 거는 곳 (recordings, explain)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()

@@ -436,11 +436,7 @@ def follow_cell_reruns(transport: ReplayTransport) -> None:
     셀을 다시 실행하는 것은 노트북에서 가장 흔한 일입니다. 셀은 JupyterLab 이 주는 cell_id 로, 없으면 셀의
     내용으로 알아봅니다. connect 셀을 다시 실행하면 새 전송이 앞의 것을 대신해 처음부터 재생합니다.
     """
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
+    shell = modes.jupyter_shell()
     if shell is None:
         return
 
