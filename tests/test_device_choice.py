@@ -9,7 +9,7 @@ import uvicorn
 
 from helpers import chat_data, datasets
 from local_server import server as server_module
-from local_server.__main__ import main
+from local_server.__main__ import main, parse_args
 from local_server.base_model import pick_device, pick_dtype
 from local_server.jobs import run_job
 from local_server.server import Settings
@@ -97,3 +97,11 @@ def test_a_jobs_first_event_names_the_device_and_training_uses_it(cuda_present, 
         assert job.status == "failed" and "no GPU on this test machine" in job.error.message, job.error
     finally:
         running.close()
+
+
+def test_a_device_this_computer_lacks_is_a_one_line_error(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--device", "cuda"])
+    assert exited.value.code == 2
+    assert "이 컴퓨터에서는 device 'cuda'를 쓸 수 없습니다" in capsys.readouterr().err
