@@ -2,8 +2,9 @@
 
 vLLM cannot be installed here (no GPU), so `vllm_problems` restates the rules of vLLM's LoRA loader, each with the
 file and function it comes from, as read in vLLM 0.34.0 (the PyPI wheel; its vllm/_version.py names commit
-62d4bc3c7). A server-trained job (tiny Gemma 3, real HTTP, the training worker) and a job continued from it must
-break none of them, in the final adapter and in every checkpoint folder; each rule is shown to catch a broken adapter.
+62d4bc3c7). The adapters of a job the server trained (tiny Gemma 3, real HTTP, the training worker), every checkpoint
+folder included, and of its model trained further (continued fine-tuning, the same training code in this process) must
+break none of them; each rule is shown to catch a broken adapter.
 
 What this cannot check without vLLM and a GPU: that vLLM actually loads and applies the adapter (its CUDA kernels, the
 packing of q/k/v and gate/up into one LoRA each, dtype casts), that its answers match this server's, and the commands of
