@@ -12,8 +12,8 @@
 Why not plain `pip download --platform win_amd64`: pip evaluates environment markers for the machine it runs on, not
 the target. From Linux it leaves out Windows-only dependencies (tqdm's `colorama; platform_system == "Windows"`),
 and for Windows it even looks for torch's `nvidia-*; platform_system == "Linux"` and fails. pip has no option for the
-target's markers (and no library here resolves for another platform), so pip runs with its marker environment set
-to the target's: the one value pip's vendored `packaging` reads for every marker.
+target's markers and no library in requirements.txt resolves for another platform, so pip runs here with its marker
+environment set to the target's: the one function pip's vendored `packaging` asks for every marker.
 """
 from __future__ import annotations
 
