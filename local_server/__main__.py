@@ -143,8 +143,8 @@ def main(argv=None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # every 4xx/5xx is one line
     if not is_loopback(args.host) and not args.api_key and not args.keys:
         print(f"⚠ {args.host} 에서 들으면 다른 컴퓨터도 이 서버에 요청할 수 있습니다. 키를 정해 주세요: 환경 변수 "
-              f"{API_KEY_ENV} 나 --api-key-file (--api-key 는 ps 에 보입니다). 수강생은 그 키를 OPENAI_API_KEY 로 "
-              "씁니다.", file=sys.stderr)
+              f"{API_KEY_ENV} 나 --api-key-file (--api-key 는 ps 에 보입니다), 학생마다 다른 키는 --keys. 수강생은 그 키를 "
+              "OPENAI_API_KEY 로 씁니다.", file=sys.stderr)
         return 2
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # inherited by the training worker too
     import uvicorn

@@ -24,7 +24,7 @@ CACHE_DIR = Path(platformdirs.user_cache_dir("finetune-course-server"))
 LOCK_BYTE = 1 << 20  # where lock_data_dir locks on Windows
 MAX_PROBLEMS_SHOWN = 5  # a file with thousands of bad lines still gets a short, readable error
 # With --keys, how many jobs one key may have waiting (validating_files or queued): one student who submits ten jobs
-# must not fill the queue. OpenAI's own limit on active or queued fine-tuning jobs is of the same size.
+# must not fill the queue. OpenAI, too, limits an organisation's active or queued fine-tuning jobs per model.
 MAX_WAITING_JOBS = 3
 
 

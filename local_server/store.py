@@ -131,7 +131,7 @@ class Store:
         return _Transaction(self.db)
 
     # ------------------------------------------------------------------ files
-    def add_file(self, content: bytes, filename: str, purpose: str, owner: str | None) -> dict:
+    def add_file(self, content: bytes, filename: str, purpose: str, owner: str | None = None) -> dict:
         file_id = new_id("file-")
         path = self.files_dir / file_id
         write_atomically(path, content)
@@ -160,7 +160,7 @@ class Store:
         (self.files_dir / file_id).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ jobs
-    def add_job(self, owner: str | None, waiting_limit: int | None = None, **fields) -> dict | None:
+    def add_job(self, owner: str | None = None, waiting_limit: int | None = None, **fields) -> dict | None:
         """A new job of `owner`; None, and nothing added, when the owner already has `waiting_limit` jobs waiting
         (counted in the same transaction: two requests at once cannot both pass)."""
         job_id = new_id("ftjob-")
