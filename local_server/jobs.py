@@ -3,8 +3,8 @@
 The worker is a separate process so the server keeps answering while a job trains, its memory is
 returned when it ends, and a crash in training cannot take the API down. Jobs move
 validating_files → queued → running → succeeded | failed | cancelled, exactly as OpenAI's do; the
-rest wait `queued`, in round-robin order of their owners (start_order), each told its place. Everything a job produces (events, checkpoints, the model) goes through the
-Store, so it survives a restart. A job whose `model` is a fine-tuned model of this server continues training that
+rest wait `queued`, in round-robin order of their owners (start_order), each told its place in the queue.
+Everything a job produces (events, checkpoints, the model) goes through the Store, so it survives a restart. A job whose `model` is a fine-tuned model of this server continues training that
 model's adapter, as OpenAI allows; the new model is named after the base model, like OpenAI's.
 """
 from __future__ import annotations
