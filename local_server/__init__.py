@@ -6,5 +6,6 @@ a real open-weight model (Gemma 3 270M by default, LoRA on this computer's CPU) 
 
 Modules, one concern each: base_model (where the weights come from), chat_format (Gemma's turn format),
 inference (batched answers and logprobs), training (LoRA with TRL), jobs (scheduler and worker process),
-store (SQLite and files), api and errors (the OpenAI endpoints), server (ties them together).
+store (SQLite and files), api and errors (the OpenAI endpoints), keys (a class's keys and who asks),
+server (ties them together).
 """

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from .base_model import DEFAULT_MODEL, DEVICES, DTYPES, pick_device, prepare_model
-from .server import CACHE_DIR, DataDirInUse, LocalServer, Settings, is_loopback
+from .keys import KeyFileError, make_keys, read_keys, readable_by_others
+from .server import CACHE_DIR, MAX_WAITING_JOBS, DataDirInUse, LocalServer, Settings, is_loopback
 from .store import IncompatibleStore
 
 API_KEY_ENV = "LOCAL_SERVER_API_KEY"
@@ -41,12 +42,38 @@ def parse_args(argv=None) -> argparse.Namespace:
     key.add_argument("--api-key", help=f"요청에 이 키를 요구합니다. 명령줄은 ps 로 누구나 볼 수 있으니 수업에서는 "
                                        f"--api-key-file 이나 환경 변수 {API_KEY_ENV} 를 쓰세요")
     key.add_argument("--api-key-file", type=Path, help="키를 이 파일의 첫 줄에서 읽습니다 (ps 에 보이지 않음)")
+    key.add_argument("--keys", type=Path, metavar="FILE",
+                     help="수업용: 학생마다 다른 키 (CSV: name,key,role). 학생은 자기 파일·작업·모델만 보고, instructor "
+                          "키는 모두를 봅니다. --make-keys 로 만듭니다")
+    parser.add_argument("--make-keys", type=int, metavar="N",
+                        help="학생 키 N개와 강사 키 1개를 --keys FILE 에 새로 만들고 나눠 주는 방법을 알려 준 뒤 끝냅니다")
+    parser.add_argument("--max-waiting-jobs", type=int, default=MAX_WAITING_JOBS,
+                        help=f"--keys 의 키 하나가 기다리게 할 수 있는 작업 수 (validating_files, queued; 기본 "
+                             f"{MAX_WAITING_JOBS}). 넘으면 429")
     parser.add_argument("--max-upload-mb", type=float, default=50, help="업로드 파일 크기 한도 (MB, 기본 50)")
     parser.add_argument("--prepare", action="store_true",
                         help="기본 모델을 준비(처음 한 번의 변환)만 하고 끝냅니다: 수업 전에 한 번 돌려 두면 노트북이 서버를 몇 초 만에 띄웁니다")
     parser.add_argument("--exit-when-stdin-closes", action="store_true",
                         help="표준 입력이 닫히면 끝냅니다: 서버를 띄운 프로그램(노트북 커널)이 끝나면 함께 끝나도록")
     args = parser.parse_args(argv)
+    if args.make_keys is not None:
+        if args.keys is None or args.make_keys < 1:
+            parser.error("--make-keys N 은 1 이상의 N 과 새로 만들 파일 --keys FILE 을 함께 주세요")
+        return args
+    if args.max_waiting_jobs < 1:
+        parser.error("--max-waiting-jobs 는 1 이상이어야 합니다")
+    if args.keys is not None:
+        if os.environ.get(API_KEY_ENV):
+            parser.error(f"--keys 와 환경 변수 {API_KEY_ENV} 는 함께 쓸 수 없습니다: 둘 중 하나만 주세요")
+        if args.keys.is_file() and readable_by_others(args.keys):
+            print(f"⚠ 키 파일 {args.keys} 을(를) 이 컴퓨터의 다른 사용자도 읽을 수 있습니다: chmod 600 {args.keys}",
+                  file=sys.stderr)
+        try:
+            args.keys = read_keys(args.keys)
+        except KeyFileError as err:
+            parser.error(str(err))
+        args.api_key = None
+        return args
     if args.api_key_file is not None:
         try:
             args.api_key = args.api_key_file.read_text(encoding="utf-8").strip()
@@ -85,16 +112,44 @@ def prepare(model: str, cache_dir: Path) -> int:
     return 0
 
 
+def write_class_keys(path: Path, students: int, host: str, port: int) -> int:
+    """--make-keys: a new key file for a class, then how to start the server and hand the keys out (not the keys:
+    a terminal's scrollback is no place for them)."""
+    try:
+        names = make_keys(path, students)
+    except FileExistsError:
+        print(f"⚠ {path} 이(가) 이미 있어 덮어쓰지 않았습니다: 이미 나눠 준 키일 수 있습니다. 그 파일을 그대로 "
+              "--keys 로 쓰거나, 다른 파일 이름을 주세요.", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"⚠ 키 파일 {path} 을(를) 만들지 못했습니다: {err}", file=sys.stderr)
+        return 2
+    address = "<이 컴퓨터의 IP 주소>" if host in ("0.0.0.0", "::") or is_loopback(host) else host
+    print(f"키 파일 {path} 을(를) 만들었습니다: 학생 키 {students}개({names[0]}…{names[-2]})와 강사 키 1개(instructor). "
+          "이 컴퓨터의 내 계정만 읽을 수 있습니다 (권한 600).\n\n"
+          f"서버 켜기:\n    python -m local_server --host 0.0.0.0 --port {port} --keys {path}\n\n"
+          "나눠 주기: 파일의 한 줄(이름과 키)을 한 학생에게만 주세요. 학생은 저장소 최상위의 .env 파일에 두 줄을 넣습니다:\n"
+          "    OPENAI_API_KEY=<그 학생의 키>\n"
+          f"    OPENAI_BASE_URL=http://{address}:{port}/v1\n"
+          '노트북의 MODE 는 "auto"(기본) 그대로 둡니다: 키가 있으니 live 모드로 이 서버에 요청하고, BASE_MODEL = "auto" '
+          '는 이 서버의 모델을 고릅니다 (MODE = "local" 은 학생 컴퓨터에 서버를 따로 띄우므로 쓰지 않습니다).\n'
+          "학생은 자기 파일·작업·모델만 보고, instructor 키는 모두를 보고 취소·삭제할 수 있습니다. 키는 이 파일에만 "
+          "있으니 잃어버리지 마세요.")
+    return 0
+
+
 def main(argv=None) -> int:
     limit_malloc_arenas()  # before any thread starts
     args = parse_args(argv)
     if args.prepare:
         return prepare(args.model, args.model_cache_dir)
+    if args.make_keys is not None:
+        return write_class_keys(args.keys, args.make_keys, args.host, args.port)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # every 4xx/5xx is one line
-    if not is_loopback(args.host) and not args.api_key:
+    if not is_loopback(args.host) and not args.api_key and not args.keys:
         print(f"⚠ {args.host} 에서 들으면 다른 컴퓨터도 이 서버에 요청할 수 있습니다. 키를 정해 주세요: 환경 변수 "
-              f"{API_KEY_ENV} 나 --api-key-file (--api-key 는 ps 에 보입니다). 수강생은 그 키를 OPENAI_API_KEY 로 "
-              "씁니다.", file=sys.stderr)
+              f"{API_KEY_ENV} 나 --api-key-file (--api-key 는 ps 에 보입니다), 학생마다 다른 키는 --keys. 수강생은 그 키를 "
+              "OPENAI_API_KEY 로 씁니다.", file=sys.stderr)
         return 2
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # inherited by the training worker too
     import uvicorn
@@ -102,8 +157,9 @@ def main(argv=None) -> int:
     from .api import create_app
 
     settings = Settings(data_dir=args.data_dir, model=args.model, device=args.device, dtype=args.dtype, host=args.host,
-                        port=args.port, api_key=args.api_key, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
-                        model_cache_dir=args.model_cache_dir)
+                        port=args.port, api_key=args.api_key, keys=args.keys,
+                        max_upload_bytes=int(args.max_upload_mb * 1_000_000), model_cache_dir=args.model_cache_dir,
+                        max_waiting_jobs=args.max_waiting_jobs)
     try:
         server = LocalServer(settings)
     except (IncompatibleStore, DataDirInUse) as err:

@@ -11,7 +11,7 @@ import time
 from urllib.parse import urlsplit
 from typing import Literal, Optional, Union
 
-from fastapi import APIRouter, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
@@ -22,6 +22,7 @@ from . import errors
 from .errors import ApiError, not_found
 from .inference import GenerationRequest
 from .jobs import read_examples
+from .keys import SOLE_USER, KeyRing, Principal
 from .server import is_loopback
 from .store import FINAL_STATUSES, new_id
 
@@ -141,20 +142,23 @@ def create_app(server) -> FastAPI:
             "(Request body too large).", "request_too_large", None)
 
     app.add_middleware(_BodyLimit, limit_for=body_limit)  # added first: inside the middleware below, which logs
+    settings = server.settings
+    key_ring = settings.keys or (KeyRing.single(settings.api_key) if settings.api_key else None)
 
     @app.middleware("http")
     async def check_key_and_identify(request: Request, call_next):
-        """Every path but /health needs the key when one is set (the docs too: they list every route). Every response,
-        errors included, says which model this server serves (recordings name their source)."""
-        given = request.headers.get("authorization", "")
-        refused = _refused_origin(request, is_loopback(server.settings.host))
+        """Every path but /health needs a key when keys are set (the docs too: they list every route); its holder goes
+        to request.state.principal (SOLE_USER without keys; None on /health without a key). Every response, errors
+        included, says which model this server serves (recordings name their source)."""
+        principal = key_ring.identify(request.headers.get("authorization", "")) if key_ring else SOLE_USER
+        refused = _refused_origin(request, is_loopback(settings.host))
         if refused:
             response = errors.error_response(request, 403, refused, "forbidden")
-        elif server.settings.api_key and request.url.path != "/health" and \
-                not secrets.compare_digest(given.encode(), f"Bearer {server.settings.api_key}".encode()):
+        elif principal is None and request.url.path != "/health":
             response = errors.error_response(request, 401, "API 키가 없거나 틀렸습니다. 강사에게 받은 키를 "
                                              "OPENAI_API_KEY 에 넣으세요 (Incorrect API key provided).", "invalid_api_key")
         else:
+            request.state.principal = principal
             try:
                 response = await call_next(request)
             except Exception as err:  # noqa: BLE001 - any bug becomes a 500 in OpenAI's shape, not a dropped connection
@@ -230,6 +234,11 @@ def _upload_too_large(limit_bytes: int) -> errors.BodyTooLarge:
                                "(File exceeds the upload size limit).", "file_too_large", "file")
 
 
+def _principal(request: Request) -> Principal:
+    """Who is asking (set by the key check), for the routes: `principal: Principal = Depends(_principal)`."""
+    return request.state.principal
+
+
 def _page(items: list[dict], after: str | None, limit: int, ids: bool = False) -> dict:
     """OpenAI's cursor list: items after the one whose id is `after`, at most `limit`."""
     if after is not None:
@@ -254,14 +263,15 @@ def _files(server) -> APIRouter:
     router = APIRouter()
     store = server.store
 
-    def existing(file_id: str) -> dict:
+    def existing(file_id: str, principal: Principal) -> dict:
         file = store.file(file_id)
-        if file is None:
+        if not principal.sees(file):  # another student's file is as missing as a deleted one
             raise not_found("File", file_id)
         return file
 
     @router.post("/files")
-    def create_file(request: Request, file: UploadFile = File(...), purpose: str = Form(...)):
+    def create_file(file: UploadFile = File(...), purpose: str = Form(...),
+                    principal: Principal = Depends(_principal)):
         if purpose != "fine-tune":
             raise ApiError(400, f"이 로컬 서버는 purpose 'fine-tune' 파일만 받습니다 (받은 값: '{purpose}'). "
                                 f"(Invalid purpose: {purpose})", "invalid_value", "purpose")
@@ -269,25 +279,27 @@ def _files(server) -> APIRouter:
         if len(content) > server.settings.max_upload_bytes:  # within the envelope the body limit allows
             raise _upload_too_large(server.settings.max_upload_bytes)
         server.check_training_file(content, file.filename or "upload.jsonl")
-        return file_object(store.add_file(content, file.filename or "upload.jsonl", purpose))
+        return file_object(store.add_file(content, file.filename or "upload.jsonl", purpose, principal.name))
 
     @router.get("/files")
     def list_files(purpose: Optional[str] = None, limit: int = Query(10_000, ge=1, le=10_000),
-                   after: Optional[str] = None, order: Literal["asc", "desc"] = "desc"):
-        return _page([file_object(f) for f in store.list_files(purpose, order)], after, limit, ids=True)
+                   after: Optional[str] = None, order: Literal["asc", "desc"] = "desc",
+                   principal: Principal = Depends(_principal)):
+        return _page([file_object(f) for f in store.list_files(purpose, order) if principal.sees(f)], after, limit,
+                     ids=True)
 
     @router.get("/files/{file_id}")
-    def retrieve_file(file_id: str):
-        return file_object(existing(file_id))
+    def retrieve_file(file_id: str, principal: Principal = Depends(_principal)):
+        return file_object(existing(file_id, principal))
 
     @router.get("/files/{file_id}/content")
-    def file_content(file_id: str):
-        file = existing(file_id)
+    def file_content(file_id: str, principal: Principal = Depends(_principal)):
+        file = existing(file_id, principal)
         return Response(store.file_path(file).read_bytes(), media_type="application/octet-stream")
 
     @router.delete("/files/{file_id}")
-    def delete_file(file_id: str):
-        existing(file_id)
+    def delete_file(file_id: str, principal: Principal = Depends(_principal)):
+        existing(file_id, principal)
         store.delete_file(file_id)
         return {"id": file_id, "object": "file", "deleted": True}
 
@@ -330,24 +342,24 @@ def _jobs(server) -> APIRouter:
     router = APIRouter()
     store = server.store
 
-    def existing(job_id: str) -> dict:
+    def existing(job_id: str, principal: Principal) -> dict:
         job = store.job(job_id)
-        if job is None:
+        if not principal.sees(job):
             raise not_found("FineTuningJob", job_id, "fine_tuning_job_id")
         return job
 
-    def training_examples(file_id: str, param: str) -> list:
+    def training_examples(file_id: str, param: str, principal: Principal) -> list:
         file = store.file(file_id)
-        if file is None or file["purpose"] != "fine-tune":
+        if not principal.sees(file) or file["purpose"] != "fine-tune":
             raise ApiError(400, f"{param} '{file_id}' 은(는) 올린 fine-tune 파일이 아닙니다. files.create 로 "
                                 f"올린 파일의 id 를 주세요 (invalid {param}: {file_id}).", "invalid_file", param)
         return read_examples(store, file_id)
 
     @router.post("/fine_tuning/jobs")
-    def create_job(body: JobCreate):
+    def create_job(body: JobCreate, principal: Principal = Depends(_principal)):
         # The base model, or one of its fine-tuned models (or checkpoints) to continue training, as OpenAI allows
         if body.model != server.base_model_id and not (body.model.startswith(f"ft:{server.base_model_id}:")
-                                                       and store.model(body.model) is not None):
+                                                       and principal.sees(store.model(body.model))):
             raise ApiError(400, f"모델 '{body.model}' 은(는) 이 서버에서 미세 조정할 수 없습니다. 이 서버의 기본 "
                                 f"모델 '{server.base_model_id}' 이나 이 서버에서 미세 조정한 모델(ft:…)을 주세요 "
                                 f"(Model {body.model} is not available for fine-tuning).", "model_not_available",
@@ -358,13 +370,13 @@ def _jobs(server) -> APIRouter:
         if body.suffix is not None and len(body.suffix) > SUFFIX_MAX_LENGTH:
             raise ApiError(400, f"suffix 는 {SUFFIX_MAX_LENGTH}자까지입니다 (suffix is too long).", "invalid_value",
                            "suffix")
-        n_examples = len(training_examples(body.training_file, "training_file"))
+        n_examples = len(training_examples(body.training_file, "training_file", principal))
         if n_examples < chat_data.MIN_EXAMPLES:
             raise ApiError(400, f"학습 파일의 예제가 {n_examples}개뿐입니다. 최소 {chat_data.MIN_EXAMPLES}개가 "
                                 f"필요합니다 (Training file has {n_examples} example(s), but must have at least "
                                 f"{chat_data.MIN_EXAMPLES}).", "invalid_n_examples", "training_file")
         if body.validation_file is not None:
-            training_examples(body.validation_file, "validation_file")
+            training_examples(body.validation_file, "validation_file", principal)
         hyper = (body.method.supervised.hyperparameters if body.method and body.method.supervised
                  else body.hyperparameters or Hyperparameters())
         requested = {"n_epochs": hyper.n_epochs, "batch_size": hyper.batch_size,
@@ -374,36 +386,48 @@ def _jobs(server) -> APIRouter:
         except ValueError as err:
             raise ApiError(400, str(err), "invalid_hyperparameters", "hyperparameters") from None
         seed = body.seed if body.seed is not None else secrets.randbelow(2_147_483_647)
-        job = store.add_job(model=body.model, training_file=body.training_file, validation_file=body.validation_file,
-                            suffix=body.suffix, seed=seed, hyperparameters=requested, metadata=body.metadata)
+        # with --keys, a key's waiting jobs are limited: one student who submits ten must not fill the class's queue
+        limit = server.settings.max_waiting_jobs if server.settings.keys else None
+        job = store.add_job(owner=principal.name, waiting_limit=limit, model=body.model,
+                            training_file=body.training_file, validation_file=body.validation_file, suffix=body.suffix,
+                            seed=seed, hyperparameters=requested, metadata=body.metadata)
+        if job is None:
+            raise ApiError(429, f"기다리는 미세 조정 작업이 이미 {limit}개입니다: 한 사람이 한꺼번에 기다리게 할 수 있는 작업은 "
+                                f"{limit}개까지입니다 (validating_files, queued). 앞 작업이 시작되면 다시 만들거나, 필요 없는 "
+                                "작업을 client.fine_tuning.jobs.cancel(작업 id) 로 취소하세요 (This fine-tune request has "
+                                f"been rate-limited: you have reached the maximum of {limit} queued fine-tuning jobs).",
+                           "rate_limit_exceeded")
         return job_object(job)
 
     @router.get("/fine_tuning/jobs")
-    def list_jobs(after: Optional[str] = None, limit: int = Query(20, ge=1, le=100)):
-        return _page([job_object(j) for j in store.list_jobs()], after, limit)
+    def list_jobs(after: Optional[str] = None, limit: int = Query(20, ge=1, le=100),
+                  principal: Principal = Depends(_principal)):
+        return _page([job_object(j) for j in store.list_jobs() if principal.sees(j)], after, limit)
 
     @router.get("/fine_tuning/jobs/{job_id}")
-    def retrieve_job(job_id: str):
-        return job_object(existing(job_id))
+    def retrieve_job(job_id: str, principal: Principal = Depends(_principal)):
+        return job_object(existing(job_id, principal))
 
     @router.post("/fine_tuning/jobs/{job_id}/cancel")
-    def cancel_job(job_id: str):
-        job = existing(job_id)
+    def cancel_job(job_id: str, principal: Principal = Depends(_principal)):
+        job = existing(job_id, principal)
         if job["status"] in FINAL_STATUSES:
             raise ApiError(400, f"작업이 이미 {job['status']} 상태라 취소할 수 없습니다 "
                                 f"(Job has already {job['status']}).", "invalid_state", "fine_tuning_job_id")
         store.update_job(job_id, ("validating_files", "queued", "running"), status="cancelled",
                          finished_at=int(time.time()), estimated_finish=None, event="Fine-tuning job cancelled")
-        return job_object(existing(job_id))
+        return job_object(store.job(job_id))
 
     @router.get("/fine_tuning/jobs/{job_id}/events")
-    def list_events(job_id: str, after: Optional[str] = None, limit: int = Query(20, ge=1, le=1000)):
-        existing(job_id)
+    def list_events(job_id: str, after: Optional[str] = None, limit: int = Query(20, ge=1, le=1000),
+                    principal: Principal = Depends(_principal)):
+        existing(job_id, principal)
         return _page([event_object(e) for e in store.events(job_id)], after, limit)
 
     @router.get("/fine_tuning/jobs/{job_id}/checkpoints")
-    def list_checkpoints(job_id: str, after: Optional[str] = None, limit: int = Query(10, ge=1, le=100)):
-        existing(job_id)
+    def list_checkpoints(job_id: str, after: Optional[str] = None, limit: int = Query(10, ge=1, le=100),
+                         principal: Principal = Depends(_principal)):
+        existing(job_id, principal)
         return _page([checkpoint_object(c) for c in store.checkpoints(job_id)], after, limit, ids=True)
 
     return router
@@ -421,27 +445,27 @@ def _models(server) -> APIRouter:
         return model_object(server.base_model_id, server.started_at, LOCAL_OWNER)
 
     @router.get("/models")
-    def list_models():
-        tuned = [model_object(m["id"], m["created_at"], LOCAL_OWNER) for m in store.list_models()]
+    def list_models(principal: Principal = Depends(_principal)):
+        tuned = [model_object(m["id"], m["created_at"], LOCAL_OWNER) for m in store.list_models() if principal.sees(m)]
         return {"object": "list", "data": [base_object(), *tuned]}
 
     @router.get("/models/{model_id:path}")
-    def retrieve_model(model_id: str):
+    def retrieve_model(model_id: str, principal: Principal = Depends(_principal)):
         if model_id == server.base_model_id:
             return base_object()
         model = store.model(model_id)
-        if model is None:
+        if not principal.sees(model):
             raise server.model_not_found(model_id)
         return model_object(model_id, model["created_at"], LOCAL_OWNER)
 
     @router.delete("/models/{model_id:path}")
-    def delete_model(model_id: str):
+    def delete_model(model_id: str, principal: Principal = Depends(_principal)):
         if model_id == server.base_model_id:
             raise ApiError(403, f"기본 모델 '{model_id}' 은(는) 지울 수 없습니다. 지울 수 있는 것은 미세 조정으로 만든 "
                                 "모델뿐입니다 (You have insufficient permissions for this operation).",
                            "insufficient_permissions", "model")
         model = store.model(model_id)
-        if model is None:
+        if not principal.sees(model):
             raise server.model_not_found(model_id)
         store.delete_model(model_id)
         server.engine.forget_adapter(model["adapter_path"])
@@ -455,7 +479,7 @@ def _generation(server) -> APIRouter:
     router = APIRouter()
 
     @router.post("/chat/completions")
-    def create_chat_completion(body: ChatCreate):
+    def create_chat_completion(body: ChatCreate, principal: Principal = Depends(_principal)):
         if body.stream:
             raise ApiError(400, "이 로컬 서버는 stream=True 를 지원하지 않습니다. stream 없이 요청하세요 "
                                 "(Streaming is not supported).", "unsupported_parameter", "stream")
@@ -467,19 +491,19 @@ def _generation(server) -> APIRouter:
             raise ApiError(400, "top_logprobs 를 쓰려면 logprobs=True 도 주어야 합니다 "
                                 "(logprobs must be set to true if top_logprobs is set).", "invalid_value", "logprobs")
         max_tokens = body.max_completion_tokens or body.max_tokens or server.settings.default_max_tokens
-        request = _generation_request(server, body, server.render_chat(body.messages), max_tokens,
+        request = _generation_request(server, body, principal, server.render_chat(body.messages), max_tokens,
                                       (body.top_logprobs or 0) if body.logprobs else None, "messages")
         result = server.engine.submit(request).result()
         return _chat_completion(server, body.model, result)
 
     @router.post("/completions")
-    def create_completion(body: CompletionCreate):
+    def create_completion(body: CompletionCreate, principal: Principal = Depends(_principal)):
         """The legacy text endpoint: the prompt as it is, no turn format — what a pretrained model really does."""
         if body.stream or body.echo:
             raise ApiError(400, "이 로컬 서버는 stream 과 echo 를 지원하지 않습니다 (not supported).",
                            "unsupported_parameter", "stream" if body.stream else "echo")
-        request = _generation_request(server, body, server.render_text(body.prompt), body.max_tokens, body.logprobs,
-                                      "prompt")
+        request = _generation_request(server, body, principal, server.render_text(body.prompt), body.max_tokens,
+                                      body.logprobs, "prompt")
         result = server.engine.submit(request).result()
         choices = [{"index": i, "text": c.text, "finish_reason": c.finish_reason,
                     "logprobs": _legacy_logprobs(c.logprobs) if c.logprobs is not None else None}
@@ -490,10 +514,10 @@ def _generation(server) -> APIRouter:
     return router
 
 
-def _generation_request(server, body, prompt_ids: list[int], max_tokens: int, top_logprobs: int | None,
-                        prompt_param: str) -> GenerationRequest:
+def _generation_request(server, body, principal: Principal, prompt_ids: list[int], max_tokens: int,
+                        top_logprobs: int | None, prompt_param: str) -> GenerationRequest:
     """The checks chat and completions share, then the engine's request."""
-    adapter = server.adapter_for(body.model)
+    adapter = server.adapter_for(body.model, principal)
     if len(prompt_ids) + max_tokens > server.context_length:
         raise ApiError(400, f"프롬프트({len(prompt_ids)} 토큰)와 max_tokens({max_tokens})의 합이 모델의 컨텍스트 "
                             f"{server.context_length} 토큰을 넘습니다 (This model's maximum context length is "

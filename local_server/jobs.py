@@ -1,10 +1,10 @@
-"""Fine-tuning jobs: a scheduler thread in the server and one training worker process at a time.
+"""Fine-tuning jobs: a scheduler thread in the server and one training worker process at a time, the queue fair.
 
 The worker is a separate process so the server keeps answering while a job trains, its memory is
 returned when it ends, and a crash in training cannot take the API down. Jobs move
 validating_files → queued → running → succeeded | failed | cancelled, exactly as OpenAI's do; the
-rest wait `queued`. Everything a job produces (events, checkpoints, the model) goes through the
-Store, so it survives a restart. A job whose `model` is a fine-tuned model of this server continues training that
+rest wait `queued`, in round-robin order of their owners (start_order), each told its place in the queue.
+Everything a job produces (events, checkpoints, the model) goes through the Store, so it survives a restart. A job whose `model` is a fine-tuned model of this server continues training that
 model's adapter, as OpenAI allows; the new model is named after the base model, like OpenAI's.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import itertools
 import multiprocessing
 import sys
 import threading
@@ -23,7 +24,7 @@ from helpers import chat_data
 
 from .base_model import DEFAULT_MODEL
 from .errors import disk_full_message, is_disk_full
-from .store import Store, now
+from .store import JOB_STARTED, Store, now
 from .training import BASE_LEARNING_RATE, RESULT_COLUMNS, TrainingSpec, resolve_hyperparameters, train
 
 CANCEL_GRACE_SECONDS = 30  # a cancelled worker stops within a step; after this it is terminated
@@ -58,6 +59,19 @@ def read_examples(store: Store, file_id: str) -> list[list[dict]]:
     return [example["messages"] for example in chat_data.read_jsonl(store.file_path(file))]
 
 
+def start_order(queued: list[dict], last_start: dict[str | None, int]) -> list[dict]:
+    """The order queued jobs will start in, a fair queue: round-robin by owner. The owner whose job started least
+    recently (or never; ties: who queued first) goes first, then the next owner, and so on; then each owner's second
+    job in the same order of owners (after a round, the owners' last starts are in that order). An owner's own jobs go
+    in creation order. Jobs without an owner (a server without --keys) are one owner."""
+    by_owner: dict[str | None, list[dict]] = {}
+    for job in sorted(queued, key=lambda j: j["seq"]):
+        by_owner.setdefault(job["owner"], []).append(job)
+    owners = sorted(by_owner, key=lambda owner: (last_start.get(owner, 0), by_owner[owner][0]["seq"]))
+    rounds = itertools.zip_longest(*(by_owner[owner] for owner in owners))
+    return [job for round_ in rounds for job in round_ if job is not None]
+
+
 class Scheduler(threading.Thread):
     """Moves jobs along and runs at most one training worker process at a time."""
 
@@ -70,6 +84,7 @@ class Scheduler(threading.Thread):
         self.worker: multiprocessing.Process | None = None
         self.worker_job: str | None = None
         self.cancelled_at: float | None = None
+        self.queue_places: dict[str, int] = {}  # queued job id -> the place its latest queue event announced
         self._stopping = threading.Event()
 
     def recover(self) -> None:
@@ -108,7 +123,38 @@ class Scheduler(threading.Thread):
         if self.worker is None:
             queued = self.store.jobs_with_status("queued")
             if queued:
-                self._start(queued[0])
+                self._start(self._next_job(queued))
+        self._announce_queue_places()
+
+    def _next_job(self, queued: list[dict]) -> dict:
+        """The queued job to start now: the head of the fair queue."""
+        return start_order(queued, self.store.last_start_by_owner())[0]
+
+    def _announce_queue_places(self) -> None:
+        """An event for each queued job whose place in the queue is new or has changed: its place and when it may
+        start. The estimate: the running job ends at its estimated_finish (known after its first step; until then, one
+        average job from now), and every job ahead in the queue takes as long as the jobs that succeeded on this server
+        took on average (start to finish); one worker, so they start one after another."""
+        places = {job["id"]: place for place, job in enumerate(
+            start_order(self.store.jobs_with_status("queued"), self.store.last_start_by_owner()), start=1)}
+        moved = {job_id: place for job_id, place in places.items() if self.queue_places.get(job_id) != place}
+        self.queue_places = places
+        if not moved:
+            return
+        average = self.store.average_job_seconds()
+        running = self.store.jobs_with_status("running")
+        free_at = (now() if not running or average is None
+                   else running[0]["estimated_finish"] or now() + round(average))
+        for job_id, place in moved.items():
+            if average is None:
+                start, when = None, "예상 시작 시각은 이 서버에서 첫 작업이 끝나면 알려 드립니다"
+            else:
+                start = max(free_at, now()) + round((place - 1) * average)
+                took = f"{average:.0f}초" if average < 90 else f"{average / 60:.0f}분"
+                when = (f"예상 시작 약 {time.strftime('%H:%M', time.localtime(start))} (이 서버에서 끝난 작업의 "
+                        f"평균 {took} 기준)")
+            self.store.add_event(job_id, f"대기열 {place}번째, {when} (queue position {place})",
+                                 data={"queue_position": place, "estimated_start": start})
 
     def _validate(self, job: dict) -> None:
         try:
@@ -121,7 +167,7 @@ class Scheduler(threading.Thread):
                               event="Files validated, moving job to queued state")
 
     def _start(self, job: dict) -> None:
-        if not self.store.update_job(job["id"], ("queued",), status="running", event="Fine-tuning job started"):
+        if not self.store.update_job(job["id"], ("queued",), status="running", event=JOB_STARTED):
             return
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks copied
         self.worker = context.Process(target=run_job, name=f"train-{job['id']}", daemon=True,

@@ -17,11 +17,15 @@ from .base_model import (context_length, load_model_and_tokenizer, pick_device, 
 from .errors import ApiError
 from .inference import Engine
 from .jobs import Scheduler
+from .keys import KeyRing, Principal
 from .store import Store
 
 CACHE_DIR = Path(platformdirs.user_cache_dir("finetune-course-server"))
 LOCK_BYTE = 1 << 20  # where lock_data_dir locks on Windows
 MAX_PROBLEMS_SHOWN = 5  # a file with thousands of bad lines still gets a short, readable error
+# With --keys, how many jobs one key may have waiting (validating_files or queued): one student who submits ten jobs
+# must not fill the queue. OpenAI, too, limits an organisation's active or queued fine-tuning jobs per model.
+MAX_WAITING_JOBS = 3
 
 
 @dataclass
@@ -33,6 +37,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8765
     api_key: str | None = None
+    keys: KeyRing | None = None  # --keys: one key per student and the instructor (instead of api_key)
+    max_waiting_jobs: int = MAX_WAITING_JOBS  # per key, with keys
     max_upload_bytes: int = 50_000_000
     default_max_tokens: int = 256  # when a request gives none; the slides' Playground "maximum length"
     max_batch: int = 16
@@ -154,12 +160,13 @@ class LocalServer:
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         return [self.tokenizer.bos_token_id, *ids] if self.tokenizer.bos_token_id is not None else ids
 
-    def adapter_for(self, model_id: str) -> str | None:
-        """None for the base model, the adapter folder for a fine-tuned model or checkpoint; 404 otherwise."""
+    def adapter_for(self, model_id: str, principal: Principal) -> str | None:
+        """None for the base model, the adapter folder for a fine-tuned model or checkpoint the principal may see;
+        404 otherwise."""
         if model_id == self.base_model_id:
             return None
         model = self.store.model(model_id)
-        if model is None:
+        if not principal.sees(model):
             raise self.model_not_found(model_id)
         if not (Path(model["adapter_path"]) / "adapter_config.json").is_file():
             raise self.model_not_found(model_id, f"모델 '{model_id}' 의 어댑터 폴더({model['adapter_path']})가 "

@@ -42,9 +42,18 @@ CREATE TABLE IF NOT EXISTS models (
     adapter_path TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, seq);
 """
-# PRAGMA user_version of a store with SCHEMA. The data directory lives in the user's cache across course updates: a
-# change to SCHEMA raises this and either migrates the older version here or refuses it (IncompatibleStore).
-SCHEMA_VERSION = 1
+# SCHEMA is version 1, the tables of every store made before stores had a version. Each later version is the script
+# that makes it from the one before; a new store runs them all. The data directory lives in the user's cache across
+# course updates: an older version is migrated here (its rows kept), any other refused (IncompatibleStore).
+MIGRATIONS = {
+    # owner: the --keys name of the key that made a file, job or model (NULL: a server without --keys)
+    2: """ALTER TABLE files ADD COLUMN owner TEXT;
+          ALTER TABLE jobs ADD COLUMN owner TEXT;
+          ALTER TABLE models ADD COLUMN owner TEXT;""",
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+WAITING_STATUSES = ("validating_files", "queued")
+JOB_STARTED = "Fine-tuning job started"  # the event of a job's start, in the transaction that makes it "running"
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -87,19 +96,25 @@ class Store:
         self._check_schema()
 
     def _check_schema(self) -> None:
-        """Create a new store, stamp one made before stores had a version (its tables are SCHEMA's: version 1),
-        refuse any other."""
+        """Create a new store, migrate an older one (one made before stores had a version has SCHEMA's tables:
+        version 1), refuse any other."""
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
             return
         tables = _tables(self.db)
-        if version != 0 or tables and tables != _tables(_schema_only()):
+        if version == 0 and not tables:
+            scripts = [SCHEMA, *MIGRATIONS.values()]
+        elif version == 0 and tables == _tables(_schema_only()) or 1 <= version < SCHEMA_VERSION:
+            scripts = [MIGRATIONS[v] for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1)]
+        else:
             raise IncompatibleStore(
                 f"데이터 폴더 {self.data_dir} 는 이 과정의 다른 버전이 만든 것이라 열 수 없습니다 (저장소 버전 "
                 f"{version or '없음'}, 이 서버는 {SCHEMA_VERSION}). 그 폴더를 지우거나 다른 곳으로 옮긴 뒤 다시 켜세요 "
                 "(그 안의 올린 파일, 작업, 미세 조정 모델은 이 서버에서 사라집니다). 또는 --data-dir 로 다른 폴더를 "
                 "주세요 (incompatible data directory).")
-        self.db.executescript(f"{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};")  # commits by itself
+        # executescript commits what is pending first, so BEGIN here makes the whole migration one transaction
+        self.db.executescript("BEGIN IMMEDIATE;\n" + ";\n".join(scripts) + f";\nPRAGMA user_version = {SCHEMA_VERSION};"
+                              "\nCOMMIT;")
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -116,14 +131,15 @@ class Store:
         return _Transaction(self.db)
 
     # ------------------------------------------------------------------ files
-    def add_file(self, content: bytes, filename: str, purpose: str) -> dict:
+    def add_file(self, content: bytes, filename: str, purpose: str, owner: str | None = None) -> dict:
         file_id = new_id("file-")
         path = self.files_dir / file_id
         write_atomically(path, content)
         with self.transaction() as db:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM files").fetchone()[0]
-            db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (file_id, purpose, filename, len(content), now(), path.name, seq))
+            db.execute("INSERT INTO files (id, purpose, filename, bytes, created_at, path, seq, owner)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (file_id, purpose, filename, len(content), now(), path.name, seq, owner))
         return self.file(file_id)
 
     def file(self, file_id: str) -> dict | None:
@@ -144,16 +160,22 @@ class Store:
         (self.files_dir / file_id).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ jobs
-    def add_job(self, **fields) -> dict:
+    def add_job(self, owner: str | None = None, waiting_limit: int | None = None, **fields) -> dict | None:
+        """A new job of `owner`; None, and nothing added, when the owner already has `waiting_limit` jobs waiting
+        (counted in the same transaction: two requests at once cannot both pass)."""
         job_id = new_id("ftjob-")
         with self.transaction() as db:
+            if waiting_limit is not None and db.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE owner IS ? AND status IN (?, ?)",
+                    (owner, *WAITING_STATUSES)).fetchone()[0] >= waiting_limit:
+                return None
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
             db.execute(
                 "INSERT INTO jobs (id, seq, created_at, model, training_file, validation_file, suffix, seed, status,"
-                " hyperparameters, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'validating_files', ?, ?)",
+                " hyperparameters, metadata, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'validating_files', ?, ?, ?)",
                 (job_id, seq, now(), fields["model"], fields["training_file"], fields.get("validation_file"),
                  fields.get("suffix"), fields["seed"], json.dumps(fields["hyperparameters"]),
-                 json.dumps(fields.get("metadata")) if fields.get("metadata") is not None else None))
+                 json.dumps(fields.get("metadata")) if fields.get("metadata") is not None else None, owner))
             _insert_event(db, job_id, f"Created fine-tuning job: {job_id}")
             files = fields["training_file"] + (f" and validation file: {fields['validation_file']}"
                                                if fields.get("validation_file") else "")
@@ -196,6 +218,19 @@ class Store:
                 _insert_event(db, job_id, event, level)
         return changed
 
+    def last_start_by_owner(self) -> dict[str | None, int]:
+        """When each owner's most recent job started, as the sequence number of its start event: a total order, where
+        times in seconds would tie."""
+        rows = self.db.execute("SELECT jobs.owner, MAX(events.seq) FROM events JOIN jobs ON jobs.id = events.job_id"
+                               " WHERE events.message = ? GROUP BY jobs.owner", (JOB_STARTED,))
+        return {owner: seq for owner, seq in rows}
+
+    def average_job_seconds(self) -> float | None:
+        """How long the jobs that succeeded on this server took from start to finish, on average (None: none yet)."""
+        return self.db.execute("SELECT AVG(jobs.finished_at - events.created_at) FROM jobs JOIN events"
+                               " ON events.job_id = jobs.id AND events.message = ? WHERE jobs.status = 'succeeded'",
+                               (JOB_STARTED,)).fetchone()[0]
+
     # ------------------------------------------------------------------ events
     def add_event(self, job_id: str, message: str, level: str = "info", type: str = "message",
                   data: dict | None = None) -> None:
@@ -212,8 +247,9 @@ class Store:
         with self.transaction() as db:
             db.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)",
                        (new_id("ftckpt_"), job_id, now(), step, model_id, json.dumps(metrics)))
-            db.execute("INSERT INTO models VALUES (?, ?, ?, 'checkpoint', ?)",
-                       (model_id, now(), job_id, str(adapter_path)))
+            db.execute("INSERT INTO models (id, created_at, job_id, kind, adapter_path, owner)"
+                       " SELECT ?, ?, id, 'checkpoint', ?, owner FROM jobs WHERE id = ?",
+                       (model_id, now(), str(adapter_path), job_id))
 
     def checkpoints(self, job_id: str) -> list[dict]:
         """Newest first."""
@@ -231,10 +267,13 @@ class Store:
                 (model_id, now(), trained_tokens, json.dumps([result_id]), job_id)).rowcount == 1
             if changed:
                 seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM files").fetchone()[0]
-                db.execute("INSERT INTO files VALUES (?, 'fine-tune-results', 'step_metrics.csv', ?, ?, ?, ?)",
-                           (result_id, len(result), now(), result_id, seq))
-                db.execute("INSERT INTO models VALUES (?, ?, ?, 'fine-tuned', ?)",
-                           (model_id, now(), job_id, str(adapter_path)))
+                # the result file and the model belong to the job's owner
+                db.execute("INSERT INTO files (id, purpose, filename, bytes, created_at, path, seq, owner)"
+                           " SELECT ?, 'fine-tune-results', 'step_metrics.csv', ?, ?, ?, ?, owner FROM jobs WHERE id = ?",
+                           (result_id, len(result), now(), result_id, seq, job_id))
+                db.execute("INSERT INTO models (id, created_at, job_id, kind, adapter_path, owner)"
+                           " SELECT ?, ?, id, 'fine-tuned', ?, owner FROM jobs WHERE id = ?",
+                           (model_id, now(), str(adapter_path), job_id))
                 # in the same transaction: whoever sees "succeeded" also sees the closing events
                 _insert_event(db, job_id, f"New fine-tuned model created: {model_id}")
                 _insert_event(db, job_id, "The job has successfully completed")
