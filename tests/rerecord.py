@@ -70,8 +70,14 @@ def strip_run_metadata(path: Path) -> None:
 
 
 def start_local_server(scratch: Path) -> None:
-    """새 데이터 폴더로 로컬 서버를 띄우고 OPENAI_BASE_URL 을 그쪽으로 (이 프로세스가 끝나면 서버도 끝남)."""
-    data_dir = scratch / "local_server"
+    """새 데이터 폴더로 로컬 서버를 띄우고 OPENAI_BASE_URL 을 그쪽으로 (이 프로세스가 끝나면 서버도 끝남).
+
+    폴더는 COURSE_LOCAL_DATA_DIR (없거나 빈 폴더여야 함: 두 기록을 나란히 돌릴 때) 또는 scratch/local_server (비우고 씀).
+    """
+    given = os.environ.get("COURSE_LOCAL_DATA_DIR")
+    data_dir = Path(given) if given else scratch / "local_server"
+    if given and data_dir.is_dir() and any(data_dir.iterdir()):  # 학습자의 데이터 폴더를 지우지 않도록
+        raise SystemExit(f"COURSE_LOCAL_DATA_DIR={given} 가 비어 있지 않습니다. 기록에는 빈 폴더나 없는 폴더를 주세요.")
     shutil.rmtree(data_dir, ignore_errors=True)  # 모델 목록과 파일 목록에 이번 기록의 것만 나오도록
     os.environ["COURSE_LOCAL_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("COURSE_LOCAL_PORT", "8790")  # 학습자가 띄워 둔 8765 의 서버와 섞이지 않도록

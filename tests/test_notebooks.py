@@ -134,3 +134,28 @@ def secret_like_strings(root: Path) -> list[str]:
 def test_no_secret_like_string_in_any_tracked_file():
     hits = secret_like_strings(ROOT)
     assert not hits, hits
+
+
+def test_rerecord_selects_course_notebooks_then_solutions_or_a_part_of_them():
+    from tests.rerecord import selected
+
+    def names(prefixes):
+        return [p.relative_to(ROOT / "notebooks").as_posix() for p in selected(prefixes)]
+
+    solutions = [f"solutions/{p.name}" for p in SOLUTIONS]
+    assert names([]) == [p.name for p in NOTEBOOKS] + solutions
+    assert names(["03"]) == ["03_hobanse_finetune.ipynb"]  # 03 의 풀이는 고르지 않음
+    assert names(["solutions"]) == solutions
+    assert names(["solutions/03"]) == ["solutions/03_hobanse_finetune.ipynb"]
+
+
+def test_rerecord_refuses_a_given_data_folder_that_is_not_empty(tmp_path, monkeypatch):
+    from tests import rerecord
+
+    monkeypatch.setattr(rerecord.local, "ensure_server", lambda: pytest.fail("기록용 서버를 띄움"))
+    (tmp_path / "learner-data").mkdir()
+    (tmp_path / "learner-data" / "store.sqlite").write_text("내 작업")
+    monkeypatch.setenv("COURSE_LOCAL_DATA_DIR", str(tmp_path / "learner-data"))
+    with pytest.raises(SystemExit, match="비어 있지 않습니다"):
+        rerecord.start_local_server(tmp_path / "scratch")
+    assert (tmp_path / "learner-data" / "store.sqlite").read_text() == "내 작업"
