@@ -62,7 +62,7 @@ def test_the_readme_opens_jupyterlab_at_the_repository_root_with_the_first_noteb
 
 
 def test_every_relative_link_in_the_notebooks_stays_inside_the_repository():
-    for path in NOTEBOOKS.glob("[0-9]*.ipynb"):
+    for path in [*NOTEBOOKS.glob("[0-9]*.ipynb"), *NOTEBOOKS.glob("solutions/[0-9]*.ipynb")]:
         for cell in nbformat.read(path, as_version=4).cells:
             if cell.cell_type != "markdown":
                 continue

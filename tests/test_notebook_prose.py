@@ -13,7 +13,7 @@ import re
 import nbformat
 import pytest
 
-from tests.test_notebooks import NOTEBOOKS
+from tests.test_notebooks import NOTEBOOKS, SOLUTIONS
 
 # a decimal, a percentage or a fraction standing alone (not part of a name such as gpt-4.1 or a price such as $0.03)
 FIGURE = re.compile(r"(?<![\w.\-/$~])(\d+\.\d+|\d+(?:\.\d+)?\s?%|\d+/\d+)(?![\w\-/]|\.\d)")
@@ -53,7 +53,7 @@ def appears(figure: str, text: str) -> bool:
     return re.search(rf"(?<![\d.]){re.escape(figure)}", text) is not None
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("notebook", NOTEBOOKS + SOLUTIONS, ids=lambda p: p.parent.name + "/" + p.stem)
 def test_prose_quotes_only_figures_the_outputs_show(notebook):
     nb = nbformat.read(notebook, as_version=4)
     text = outputs_text(nb)

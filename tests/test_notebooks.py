@@ -16,6 +16,7 @@ from tests.repo_files import repository_files
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("[0-9]*.ipynb"))  # 연습 문제 풀이, 노트북마다 하나
 SECRET_LIKE = re.compile(r"sk-[A-Za-z0-9_-]{20,}|[Bb]earer [A-Za-z0-9_-]{20,}|org-[A-Za-z0-9]{16,}|proj_[A-Za-z0-9]{16,}"
                          r"|user-[A-Za-z0-9]{16,}")
 
@@ -77,7 +78,28 @@ def test_papermill_injects_the_notebooks_own_values_after_its_parameters_cell(tm
     assert [c.source for c in cells[:1] + cells[2:]] == [c.source for c in nbformat.read(path, as_version=4).cells]
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_ends_with_exercises_that_have_a_solution_notebook():
+    """연습 문제 셀(문제 두세 개)이 마지막 이전/다음 링크 셀 바로 앞에 있고, 같은 이름의 풀이 노트북이 있고 그것을 가리킴."""
+    assert [p.name for p in SOLUTIONS] == [p.name for p in NOTEBOOKS]
+    for notebook in NOTEBOOKS:
+        cells = nbformat.read(notebook, as_version=4).cells
+        exercises, links = cells[-2], cells[-1]
+        assert exercises.cell_type == "markdown" and exercises.source.startswith("## 연습 문제"), notebook.name
+        assert len(re.findall(r"^\d\. ", exercises.source, re.M)) in (2, 3), notebook.name
+        assert f"(solutions/{notebook.name})" in exercises.source, notebook.name
+        assert links.cell_type == "markdown" and re.match(r"(다음|이것으로)", links.source), notebook.name
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.stem)
+def test_a_solution_records_under_its_own_name_and_finds_the_helpers(solution):
+    """풀이의 기록은 data/recordings/solutions_<노트북>.json: 과정의 노트북 기록과 겹치지 않음."""
+    code = "\n".join(c.source for c in nbformat.read(solution, as_version=4).cells if c.cell_type == "code")
+    assert 'sys.path.insert(0, "../..")' in code  # notebooks/solutions/ 에서 저장소 최상위의 helpers/
+    assert set(re.findall(r'course\.connect\(MODE, "([^"]+)"', code)) <= {f"solutions_{solution.stem}"}
+    assert set(re.findall(r'load_sports\(DATASET, MODE, "([^"]+)"', code)) <= {f"solutions_{solution.stem}"}
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS + SOLUTIONS, ids=lambda p: p.parent.name + "/" + p.stem)
 def test_committed_notebook_is_complete(notebook):
     nb = nbformat.read(notebook, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -112,3 +134,28 @@ def secret_like_strings(root: Path) -> list[str]:
 def test_no_secret_like_string_in_any_tracked_file():
     hits = secret_like_strings(ROOT)
     assert not hits, hits
+
+
+def test_rerecord_selects_course_notebooks_then_solutions_or_a_part_of_them():
+    from tests.rerecord import selected
+
+    def names(prefixes):
+        return [p.relative_to(ROOT / "notebooks").as_posix() for p in selected(prefixes)]
+
+    solutions = [f"solutions/{p.name}" for p in SOLUTIONS]
+    assert names([]) == [p.name for p in NOTEBOOKS] + solutions
+    assert names(["03"]) == ["03_hobanse_finetune.ipynb"]  # 03 의 풀이는 고르지 않음
+    assert names(["solutions"]) == solutions
+    assert names(["solutions/03"]) == ["solutions/03_hobanse_finetune.ipynb"]
+
+
+def test_rerecord_refuses_a_given_data_folder_that_is_not_empty(tmp_path, monkeypatch):
+    from tests import rerecord
+
+    monkeypatch.setattr(rerecord.local, "ensure_server", lambda: pytest.fail("기록용 서버를 띄움"))
+    (tmp_path / "learner-data").mkdir()
+    (tmp_path / "learner-data" / "store.sqlite").write_text("내 작업")
+    monkeypatch.setenv("COURSE_LOCAL_DATA_DIR", str(tmp_path / "learner-data"))
+    with pytest.raises(SystemExit, match="비어 있지 않습니다"):
+        rerecord.start_local_server(tmp_path / "scratch")
+    assert (tmp_path / "learner-data" / "store.sqlite").read_text() == "내 작업"
