@@ -76,7 +76,7 @@ def connect(mode: str = "auto", recording: str = "scratch", dataset: str = "") -
             transport = RecordingTransport(transport, path, base_url, dataset, recording)
         client = openai.OpenAI(api_key=key, organization=settings.get("OPENAI_ORG_ID"),
                                project=settings.get("OPENAI_PROJECT_ID"), base_url=base_url,
-                               timeout=local.TIMEOUT if local.on_this_computer(base_url) else live.timeout(),
+                               timeout=local.TIMEOUT if local.computes_for_minutes(base_url) else live.timeout(),
                                max_retries=live.MAX_RETRIES,
                                http_client=openai.DefaultHttpxClient(transport=transport))
         where = modes.where(base_url)

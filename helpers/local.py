@@ -57,20 +57,40 @@ def on_this_computer(url: str) -> bool:
     return urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
 
 
+def computes_for_minutes(base_url: str) -> bool:
+    """이 주소의 서버가 답 하나에 몇 분을 쓸 수 있는지: 이 컴퓨터의 서버, 또는 수업에서 함께 쓰는 이 과정의 로컬 서버
+    (강사 컴퓨터의 CPU 가 반 전체의 학습과 답을 함께 계산). OpenAI 에는 묻지 않고, 다른 곳은 /health 로 확인합니다."""
+    if on_this_computer(base_url):
+        return True
+    parts = urlsplit(base_url)
+    if parts.hostname is None or parts.hostname.endswith("openai.com"):
+        return False
+    address = parts.netloc.rpartition("@")[2]  # without a user:password@ the URL may carry
+    return bool(_health(f"{parts.scheme}://{address}/health"))
+
+
+def _health(url: str) -> dict | None:
+    """그 주소가 이 과정의 로컬 서버이면 그 상태 ({"model", "device"}), 아무것도 없으면 None, 다른 프로그램이면 {}."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            found = json.loads(response.read())
+    except urllib.error.HTTPError:  # a web program answered, but not /health: another program
+        return {}
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) and found.get("status") == "ok" and "model" in found else {}
+
+
 def port() -> int:
     return int(os.environ.get("COURSE_LOCAL_PORT", DEFAULT_PORT))
 
 
 def health(port_number: int) -> dict | None:
     """그 포트의 로컬 서버 상태 ({"model", "device"}). 아무것도 없으면 None, 다른 프로그램이면 CourseError."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port_number}/health", timeout=2) as response:
-            found = json.loads(response.read())
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
-    except ValueError:
-        found = {}
-    if not (isinstance(found, dict) and found.get("status") == "ok" and "model" in found):
+    found = _health(f"http://127.0.0.1:{port_number}/health")
+    if found == {}:
         raise CourseError(f"127.0.0.1:{port_number} 을 다른 프로그램이 쓰고 있습니다. 환경 변수 COURSE_LOCAL_PORT 로 "
                           "다른 포트를 고르세요 (예: COURSE_LOCAL_PORT=8766).")
     return found

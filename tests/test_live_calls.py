@@ -1,6 +1,7 @@
 """실제 API 로 가는 길 (이슈 10의 9~15, 21): 거절된 작업의 남은 파일, 두 번 만들지 않기, 주소와 키 같은 비밀,
 시간 제한, 이상한 200 응답, 오류 설명, COURSE_MODE 가 정한 모드."""
 import json
+import http.server
 import socket
 import threading
 import time
@@ -131,7 +132,7 @@ def test_the_client_gives_up_on_a_hung_server_within_a_classroom_timeout(clean_e
     threading.Thread(target=lambda: accepted.append(silent.accept()), daemon=True).start()
     monkeypatch.setattr(live, "TIMEOUT_SECONDS", 0.5)
     # a server on this computer gets the long local timeout (it may compute for minutes): play a remote one
-    monkeypatch.setattr(local, "on_this_computer", lambda url: False)
+    monkeypatch.setattr(local, "computes_for_minutes", lambda url: False)
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{silent.getsockname()[1]}/v1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-" + "fakeKEYforTHEtimeoutTEST0")
     client = course.connect("live", "nb")
@@ -168,6 +169,21 @@ def test_a_server_on_this_computer_gets_the_long_local_timeout(clean_env, monkey
     assert course.connect("live", "nb").timeout.read == local.TIMEOUT.read >= 300
     monkeypatch.setenv("OPENAI_BASE_URL", "https://example.invalid/v1")
     assert course.connect("live", "nb").timeout.read == live.TIMEOUT_SECONDS
+
+
+def test_a_classrooms_course_server_elsewhere_gets_the_long_local_timeout(clean_env, monkeypatch, tiny_server):
+    """Students on the instructor's server (another address): its CPU trains and answers for the whole class."""
+    monkeypatch.setattr(local, "on_this_computer", lambda url: False)  # play a server on another computer
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-" + "studentKEYforTHEtimeoutTEST")
+    monkeypatch.setenv("OPENAI_BASE_URL", tiny_server.client().base_url.__str__())
+    assert course.connect("live", "nb").timeout.read == local.TIMEOUT.read
+    other = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)  # a web server, not ours
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{other.server_address[1]}/v1")
+        assert course.connect("live", "nb").timeout.read == live.TIMEOUT_SECONDS
+    finally:
+        other.shutdown()
 
 
 # ----------------------------------------------------------------------------- 14. 이상한 200 응답
