@@ -66,6 +66,8 @@ def health(port_number: int) -> dict | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port_number}/health", timeout=2) as response:
             found = json.loads(response.read())
+    except urllib.error.HTTPError:  # a web program answered, but not /health: another program holds the port
+        found = {}
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return None
     except ValueError:
