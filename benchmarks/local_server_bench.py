@@ -44,22 +44,29 @@ class PeakMemory(threading.Thread):
     def __init__(self, pid: int):
         super().__init__(daemon=True)
         self.pid, self.peaks, self.stopped = pid, {}, threading.Event()
+        self.peak_total = 0  # the most the server and its workers held at one sample, together (VmRSS summed)
 
     def run(self):
         while not self.stopped.wait(0.2):
+            total = 0
             for pid in [self.pid, *children(self.pid)]:
                 try:
                     status = Path(f"/proc/{pid}/status").read_text()
                 except OSError:
                     continue
-                peak = re.search(r"VmHWM:\s+(\d+)", status)
+                peak, now = re.search(r"VmHWM:\s+(\d+)", status), re.search(r"VmRSS:\s+(\d+)", status)
                 if peak:  # a process that has exited but not been reaped (a zombie) has no memory figures
                     self.peaks[pid] = max(self.peaks.get(pid, 0), int(peak.group(1)))
+                    total += int(now.group(1))
+            self.peak_total = max(self.peak_total, total)
 
     def gib(self, pid: int | None = None) -> float:
         if pid is not None:
             return self.peaks.get(pid, 0) / 2**20
         return max((kb for p, kb in self.peaks.items() if p != self.pid), default=0) / 2**20
+
+    def total_gib(self) -> float:
+        return self.peak_total / 2**20
 
 
 def children(pid: int) -> list[int]:
@@ -73,10 +80,10 @@ def children(pid: int) -> list[int]:
     return found + [grandchild for child in found for grandchild in children(child)]
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir: Path, options: list[str] = ()) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "local_server", "--port", str(port), "--data-dir", str(data_dir)],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "local_server", "--port", str(port), "--data-dir", str(data_dir),
+                                *options], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in process.stdout:
         print("  server:", line.rstrip(), flush=True)
         if line.startswith("로컬 미세 조정 서버"):
