@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .base_model import DEFAULT_MODEL, DTYPES, prepare_model
 from .server import CACHE_DIR, DataDirInUse, LocalServer, Settings, is_loopback
+from .rate_limit import DEFAULT_RATE_LIMIT_RPM
 from .store import IncompatibleStore
 
 API_KEY_ENV = "LOCAL_SERVER_API_KEY"
@@ -41,11 +42,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                                        f"--api-key-file 이나 환경 변수 {API_KEY_ENV} 를 쓰세요")
     key.add_argument("--api-key-file", type=Path, help="키를 이 파일의 첫 줄에서 읽습니다 (ps 에 보이지 않음)")
     parser.add_argument("--max-upload-mb", type=float, default=50, help="업로드 파일 크기 한도 (MB, 기본 50)")
+    parser.add_argument("--rate-limit-rpm", type=float, default=DEFAULT_RATE_LIMIT_RPM,
+                        help="수강생 한 명(키 하나)이 1분에 보낼 수 있는 답 요청(chat.completions, completions) 수 (기본: "
+                             "제한 없음). 1분 몫까지는 한꺼번에 보낼 수 있고, 넘으면 429 와 Retry-After(초)를 받습니다. "
+                             "openai SDK 는 그만큼 기다렸다 다시 보내지만(노트북은 한 번), 채점 요청 수백 개를 잇달아 "
+                             "보내는 노트북(08, 09)은 제한이 낮으면 실패합니다")
     parser.add_argument("--prepare", action="store_true",
                         help="기본 모델을 준비(처음 한 번의 변환)만 하고 끝냅니다: 수업 전에 한 번 돌려 두면 노트북이 서버를 몇 초 만에 띄웁니다")
     parser.add_argument("--exit-when-stdin-closes", action="store_true",
                         help="표준 입력이 닫히면 끝냅니다: 서버를 띄운 프로그램(노트북 커널)이 끝나면 함께 끝나도록")
     args = parser.parse_args(argv)
+    if args.rate_limit_rpm is not None and not args.rate_limit_rpm > 0:
+        parser.error(f"--rate-limit-rpm 은 0 보다 커야 합니다 (받은 값: {args.rate_limit_rpm:g})")
     if args.api_key_file is not None:
         try:
             args.api_key = args.api_key_file.read_text(encoding="utf-8").strip()
@@ -98,7 +106,7 @@ def main(argv=None) -> int:
 
     settings = Settings(data_dir=args.data_dir, model=args.model, device=args.device, dtype=args.dtype, host=args.host,
                         port=args.port, api_key=args.api_key, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
-                        model_cache_dir=args.model_cache_dir)
+                        model_cache_dir=args.model_cache_dir, rate_limit_rpm=args.rate_limit_rpm)
     try:
         server = LocalServer(settings)
     except (IncompatibleStore, DataDirInUse) as err:

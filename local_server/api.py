@@ -11,7 +11,7 @@ import time
 from urllib.parse import urlsplit
 from typing import Literal, Optional, Union
 
-from fastapi import APIRouter, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
@@ -22,6 +22,7 @@ from . import errors
 from .errors import ApiError, not_found
 from .inference import GenerationRequest
 from .jobs import read_examples
+from .rate_limit import RateLimiter
 from .server import is_loopback
 from .store import FINAL_STATUSES, new_id
 
@@ -452,7 +453,8 @@ def _models(server) -> APIRouter:
 
 # ---------------------------------------------------------------------------------------------- chat and completions
 def _generation(server) -> APIRouter:
-    router = APIRouter()
+    rpm = server.settings.rate_limit_rpm
+    router = APIRouter(dependencies=[Depends(RateLimiter(rpm).check)] if rpm else [])
 
     @router.post("/chat/completions")
     def create_chat_completion(body: ChatCreate):
