@@ -292,10 +292,16 @@ class Engine:
                 _fail({row.job for _, rows in group for row in rows}, error)
                 continue
             joining = self._leave(joining)
-            if joining is not None and batch is not None:
-                batch.join(joining)
-            elif joining is not None:
+            if joining is None:
+                continue
+            if batch is None:
                 batch = joining
+                continue
+            try:
+                batch.join(joining)
+            except Exception as error:  # noqa: BLE001 - a half-joined cache serves no one: its callers hear why
+                _fail({row.job for row in batch.rows + joining.rows}, error)
+                batch = None
         return batch
 
     def _with_adapters(self, jobs: list[_Job], in_use: set[str]) -> list[_Job]:
@@ -326,10 +332,10 @@ class Engine:
             logits = self._forward(torch.tensor(batch.tokens, device=self.device)[:, None], batch.mask,
                                    batch.positions, batch.cache, batch.adapters)
             batch.tokens = self._pick(batch.rows, logits)
+            return self._leave(batch)
         except Exception as error:  # noqa: BLE001 - every caller with a row in the batch hears about it
             _fail({row.job for row in batch.rows}, error)
             return None
-        return self._leave(batch)
 
     def _leave(self, batch: _Batch) -> _Batch | None:
         """Finished rows leave the batch, and a request whose rows are all finished gets its answer now."""
