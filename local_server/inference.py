@@ -268,15 +268,17 @@ class Engine:
         scoring asks) never takes a place in the batch, so it does not wait for one.
         """
         free = self.max_batch - (len(batch.rows) if batch is not None else 0)
-        jobs, blocked = [], False
-        for job in list(waiting):
+        jobs, later, blocked = [], [], False
+        for job in waiting:
             places = job.request.n if self._answer_limit(job.request) > 1 else 0
             if places and (blocked or places > free):
                 blocked = True  # later requests do not overtake it
+                later.append(job)
                 continue
             free -= places
-            waiting.remove(job)
             jobs.append(job)
+        waiting.clear()
+        waiting.extend(later)
         prompts: dict[tuple, list[_Row]] = {}  # (adapter, prompt) -> its rows: identical prompts are run once
         for job in self._with_adapters(jobs, in_use=set(batch.adapters) if batch is not None else set()):
             seeds = random.Random(job.request.seed)  # None: seeded from the OS
