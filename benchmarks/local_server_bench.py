@@ -2,6 +2,7 @@
 
     python benchmarks/local_server_bench.py                  # a few minutes on a 2-core CPU
     python benchmarks/local_server_bench.py --newsgroups     # also trains baseball/hockey (several minutes more)
+    python benchmarks/local_server_bench.py --serving-only   # only the chat latency under concurrent requests (~2 min)
 
 It starts `python -m local_server` on a free loopback port with a fresh data directory (the converted
 model cache is the server's default one, so only the very first run converts the GGUF), then drives it with the openai SDK
@@ -122,6 +123,37 @@ def ask_all(client, model, questions, max_tokens=60):
         return list(pool.map(ask, questions))
 
 
+def latencies(client, model, questions, stagger: float, max_tokens=40) -> list[float]:
+    """Seconds each request waited for its own answer, sent all at once (stagger 0) or one every `stagger` seconds.
+
+    Few-shot text continued until the line ends (stop "\\n", as notebook 04 asks the base model): answers of
+    different lengths, so a batch's rows finish at different steps."""
+    examples = "\n\n".join(f"질문: {q}\n답: {a}" for q, a in datasets.hobanse_qa().head(3).itertuples(index=False))
+
+    def ask(numbered):
+        number, question = numbered
+        time.sleep(number * stagger)
+        started = time.monotonic()
+        client.completions.create(model=model, prompt=f"{examples}\n\n질문: {question}\n답:", stop=["\n"],
+                                  temperature=0, max_tokens=max_tokens)
+        return time.monotonic() - started
+    with ThreadPoolExecutor(len(questions)) as pool:
+        return list(pool.map(ask, enumerate(questions)))
+
+
+def report_latencies(what: str, seconds: list[float], target: str = "") -> None:
+    p50, p95 = (float(pd.Series(seconds).quantile(q)) for q in (0.5, 0.95))
+    report(f"{what}: p50 / p95", f"{p50:.1f} / {p95:.1f} s", target)
+
+
+def serving(client, model: str, concurrent: int) -> None:
+    questions = list(eval_questions()["question"][:concurrent])
+    report_latencies(f"{concurrent} requests sent together", latencies(client, model, questions, 0),
+                     "p50 < p95 (each answer returns when its own row is done)")
+    report_latencies(f"{concurrent} requests, one every 0.5 s", latencies(client, model, questions, 0.5),
+                     "later requests join the running batch")
+
+
 def score_posts(client, model, posts, system):
     def ask(text):
         choice = client.chat.completions.create(
@@ -137,6 +169,9 @@ def score_posts(client, model, posts, system):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--newsgroups", action="store_true", help="also fine-tune baseball/hockey (slow)")
+    parser.add_argument("--serving-only", action="store_true",
+                        help="only the latency of concurrent requests to the base model (no training)")
+    parser.add_argument("--concurrent", type=int, default=8, help="requests in the latency figures (default 8)")
     args = parser.parse_args()
     OUTPUT.mkdir(parents=True, exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(prefix="local-server-bench-"))
@@ -145,6 +180,9 @@ def main() -> None:
     memory.start()
     client = openai.OpenAI(api_key="local", base_url=base_url, max_retries=0, timeout=600)
     try:
+        serving(client, "gemma-3-270m", args.concurrent)
+        if args.serving_only:
+            return
         qa = datasets.hobanse_qa()
         path = chat_data.write_jsonl(datasets.hobanse_chat_examples(SYSTEM), OUTPUT / "hobanse_train.jsonl")
         job, seconds = train(client, path, "hobanse")

@@ -13,6 +13,7 @@ from pathlib import Path
 from .base_model import DEFAULT_MODEL, DEVICES, DTYPES, pick_device, prepare_model
 from .keys import KeyFileError, make_keys, read_keys, readable_by_others
 from .server import CACHE_DIR, MAX_WAITING_JOBS, DataDirInUse, LocalServer, Settings, is_loopback
+from .rate_limit import DEFAULT_RATE_LIMIT_RPM
 from .store import IncompatibleStore
 
 API_KEY_ENV = "LOCAL_SERVER_API_KEY"
@@ -51,17 +52,28 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"--keys 의 키 하나가 기다리게 할 수 있는 작업 수 (validating_files, queued; 기본 "
                              f"{MAX_WAITING_JOBS}). 넘으면 429")
     parser.add_argument("--max-upload-mb", type=float, default=50, help="업로드 파일 크기 한도 (MB, 기본 50)")
+    parser.add_argument("--rate-limit-rpm", type=float, default=DEFAULT_RATE_LIMIT_RPM,
+                        help="수강생 한 명(키 하나)이 1분에 보낼 수 있는 답 요청(chat.completions, completions) 수 (기본: "
+                             "제한 없음). 1분 몫까지는 한꺼번에 보낼 수 있고, 넘으면 429 와 Retry-After(초)를 받습니다. "
+                             "openai SDK 는 그만큼 기다렸다 다시 보내지만(노트북은 한 번), 채점 요청 수백 개를 잇달아 "
+                             "보내는 노트북(08, 09)은 제한이 낮으면 실패합니다")
     parser.add_argument("--prepare", action="store_true",
                         help="기본 모델을 준비(처음 한 번의 변환)만 하고 끝냅니다: 수업 전에 한 번 돌려 두면 노트북이 서버를 몇 초 만에 띄웁니다")
     parser.add_argument("--exit-when-stdin-closes", action="store_true",
                         help="표준 입력이 닫히면 끝냅니다: 서버를 띄운 프로그램(노트북 커널)이 끝나면 함께 끝나도록")
     args = parser.parse_args(argv)
+    if args.rate_limit_rpm is not None and not args.rate_limit_rpm > 0:
+        parser.error(f"--rate-limit-rpm 은 0 보다 커야 합니다 (받은 값: {args.rate_limit_rpm:g})")
     if args.make_keys is not None:
         if args.keys is None or args.make_keys < 1:
             parser.error("--make-keys N 은 1 이상의 N 과 새로 만들 파일 --keys FILE 을 함께 주세요")
         return args
     if args.max_waiting_jobs < 1:
         parser.error("--max-waiting-jobs 는 1 이상이어야 합니다")
+    try:  # e.g. --device cuda on a computer without a GPU: a one-line answer, not a traceback after the start
+        pick_device(args.device)
+    except ValueError as err:
+        parser.error(str(err))
     if args.keys is not None:
         if os.environ.get(API_KEY_ENV):
             parser.error(f"--keys 와 환경 변수 {API_KEY_ENV} 는 함께 쓸 수 없습니다: 둘 중 하나만 주세요")
@@ -82,10 +94,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         if not args.api_key:
             parser.error(f"--api-key-file {args.api_key_file} 이(가) 비어 있습니다")
     args.api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
-    try:  # e.g. --device cuda on a computer without a GPU: a one-line answer, not a traceback after the start
-        pick_device(args.device)
-    except ValueError as err:
-        parser.error(str(err))
     return args
 
 
@@ -159,7 +167,7 @@ def main(argv=None) -> int:
     settings = Settings(data_dir=args.data_dir, model=args.model, device=args.device, dtype=args.dtype, host=args.host,
                         port=args.port, api_key=args.api_key, keys=args.keys,
                         max_upload_bytes=int(args.max_upload_mb * 1_000_000), model_cache_dir=args.model_cache_dir,
-                        max_waiting_jobs=args.max_waiting_jobs)
+                        max_waiting_jobs=args.max_waiting_jobs, rate_limit_rpm=args.rate_limit_rpm)
     try:
         server = LocalServer(settings)
     except (IncompatibleStore, DataDirInUse) as err:

@@ -23,6 +23,7 @@ from .errors import ApiError, not_found
 from .inference import GenerationRequest
 from .jobs import read_examples
 from .keys import SOLE_USER, KeyRing, Principal
+from .rate_limit import RateLimiter
 from .server import is_loopback
 from .store import FINAL_STATUSES, new_id
 
@@ -476,7 +477,8 @@ def _models(server) -> APIRouter:
 
 # ---------------------------------------------------------------------------------------------- chat and completions
 def _generation(server) -> APIRouter:
-    router = APIRouter()
+    rpm = server.settings.rate_limit_rpm
+    router = APIRouter(dependencies=[Depends(RateLimiter(rpm).check)] if rpm else [])
 
     @router.post("/chat/completions")
     def create_chat_completion(body: ChatCreate, principal: Principal = Depends(_principal)):

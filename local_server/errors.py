@@ -19,7 +19,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
-         404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error"}
+         404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
+         429: "requests"}  # OpenAI's type for a limit on requests per minute
 INSUFFICIENT_STORAGE = 507
 
 
@@ -27,9 +28,10 @@ log = logging.getLogger("local_server")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None):
+    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
+        self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers
 
 
 class BodyTooLarge(HTTPException):
@@ -42,10 +44,10 @@ class BodyTooLarge(HTTPException):
 
 
 def error_response(request: Request, status: int, message: str, code: str | None = None,
-                   param: str | None = None) -> JSONResponse:
+                   param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     kind = TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     request.state.error = (code, param)  # for log_failure: the middleware sees the response, not what it said
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status)
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status, headers)
 
 
 def log_failure(request: Request, status: int) -> None:
@@ -90,7 +92,7 @@ def not_found(kind: str, object_id: str, param: str | None = None) -> ApiError:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError):
-        return error_response(request, err.status, err.message, err.code, err.param)
+        return error_response(request, err.status, err.message, err.code, err.param, err.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError):

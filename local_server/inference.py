@@ -1,10 +1,13 @@
-"""Batched chat generation and scoring over the base model and LoRA adapters.
+"""Continuously batched chat generation and scoring over the base model and LoRA adapters.
 
-Requests that arrive together are computed together: the prompts are left-padded into one batch (grouped
-by length to limit padding), run through the model once with a KV cache, and then decoded one token per
-step for all rows at the same time. Only the last position's logits are computed: the output layer
-(262,144 rows for Gemma 3) dominates the cost, so scoring a prompt (max_tokens=1 with logprobs) costs one
-prompt forward. Rows may use different LoRA adapters in the same batch (peft's mixed-batch inference).
+Every request has its own rows in one running batch that decodes one token per step for all rows at once.
+Between steps, waiting requests join: their prompts are run through the model (grouped by length to limit
+padding, with a KV cache), and their rows are added to the running batch, whose cache and mask are
+left-padded so that every row's last token stays in the last column. A row that is finished leaves the
+batch, and a request's answer is given as soon as its own rows are finished. Only the last position's
+logits are computed: the output layer (262,144 rows for Gemma 3) dominates the cost, so scoring a prompt
+(max_tokens=1 with logprobs) costs one prompt forward. Rows may use different LoRA adapters in the same
+batch (peft's mixed-batch inference).
 
 Only the engine thread touches the model; other threads hand work over with `Engine.submit`.
 """
@@ -16,7 +19,7 @@ import random
 import re
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from hashlib import sha1
 from pathlib import Path
@@ -24,6 +27,7 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicSlidingWindowLayer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from local_server.base_model import context_length
@@ -37,7 +41,7 @@ PREFILL_TOKENS = 4096
 # A forward pass costs about as much as this many prompt tokens on top of its tokens (measured on a 2-core
 # CPU: ~85 ms per pass, ~0.9 ms per prompt token in bfloat16); used to weigh padding against more passes.
 FORWARD_COST_TOKENS = 96
-MAX_GATHER_SECONDS = 0.2  # the longest a batch waits for more requests (see Engine._serve)
+MAX_GATHER_SECONDS = 0.2  # the longest an idle engine waits for more requests (see Engine._take)
 NUCLEUS_CANDIDATES = 1024
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 _BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
@@ -76,11 +80,71 @@ class _Row:
     """One choice being generated: a row of the batch."""
     request: GenerationRequest
     generator: torch.Generator
+    job: _Job | None = None         # the submitted request this row answers
     tokens: list[int] = field(default_factory=list)   # generated, without the end-of-turn/eos token
     logprobs: list[dict] = field(default_factory=list)
     completion_tokens: int = 0
     text: str | None = None         # set when a stop string cut it
     finish_reason: str | None = None
+
+
+@dataclass(eq=False)  # compared and hashed by identity: a set of jobs is a set of distinct submissions
+class _Job:
+    """A submitted request, the future its answer goes to, and its rows once it has joined the batch."""
+    request: GenerationRequest
+    future: concurrent.futures.Future
+    rows: list[_Row] = field(default_factory=list)
+
+
+@dataclass
+class _Unload:
+    """Housekeeping for the engine thread: unload the adapter at folder `key`, once no running row uses it."""
+    key: str
+    future: concurrent.futures.Future
+
+
+class _Batch:
+    """Rows decoding together, each at its own position. Their KV cache and attention mask are left-padded so
+    that every row's last token is in the last column: rows of different lengths then take one step together."""
+
+    def __init__(self, cache: DynamicCache, mask: torch.Tensor, positions: torch.Tensor, rows: list[_Row],
+                 adapters: list[str | None]):
+        self.cache, self.mask = cache, mask
+        self.positions = positions  # (rows, 1): the position of each row's last token
+        self.rows, self.adapters = rows, adapters
+        self.tokens: list[int] = []  # each row's next input: the token it was given last
+
+    def join(self, other: _Batch) -> None:
+        """Take the rows of `other` in: both caches and masks are left-padded to the wider of the two."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            # A sliding-window layer holds only its last columns: both are padded to what the wider one holds there.
+            columns = max(mine.keys.shape[-2], theirs.keys.shape[-2])
+            mine.keys = torch.cat([_pad_left(mine.keys, columns, -2), _pad_left(theirs.keys, columns, -2)])
+            mine.values = torch.cat([_pad_left(mine.values, columns, -2), _pad_left(theirs.values, columns, -2)])
+            if isinstance(mine, DynamicSlidingWindowLayer):
+                mine.cumulative_length = width  # the columns seen so far, from which its part of the mask is found
+        self.mask = torch.cat([_pad_left(self.mask, width, -1), _pad_left(other.mask, width, -1)])
+        self.positions = torch.cat([self.positions, other.positions])
+        self.rows, self.adapters, self.tokens = (self.rows + other.rows, self.adapters + other.adapters,
+                                                 self.tokens + other.tokens)
+
+    def keep(self, alive: list[int]) -> None:
+        """Only the rows at `alive` stay. The columns none of them attends to (padding for a row that left) are
+        dropped, so that a batch that keeps running does not keep growing."""
+        index = torch.tensor(alive, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.mask, self.positions = self.mask[index], self.positions[index]
+        self.rows, self.adapters, self.tokens = ([seq[i] for i in alive] for seq in (self.rows, self.adapters,
+                                                                                     self.tokens))
+        unused = int(self.mask.any(0).int().argmax())  # leading columns that are padding in every row
+        if unused:
+            self.mask = self.mask[:, unused:]
+            width = self.mask.shape[1]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[..., -width:, :], layer.values[..., -width:, :]
+                if isinstance(layer, DynamicSlidingWindowLayer):
+                    layer.cumulative_length = width
 
 
 class Engine:
@@ -112,34 +176,34 @@ class Engine:
 
     def submit(self, request: GenerationRequest) -> concurrent.futures.Future:
         """Queue a request (any thread); the future gives its GenerationResult. Bad input raises ValueError here."""
-        self._validate(request)
-        future = concurrent.futures.Future()
-        self._put((request, future))
-        return future
+        return self._submit([request])[0]
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        """Compute requests as batches, synchronously. Runs on the engine thread (or a caller that owns the engine)."""
-        for request in requests:
-            self._validate(request)
-        needed = {_adapter_key(r.adapter) for r in requests if r.adapter}
-        for key in needed:
-            self._load_adapter(key, keep=needed)
-        return self._run(requests)
+        """Queue requests as one arrival (their prompts are run together) and wait for their results."""
+        return [future.result() for future in self._submit(requests)]
 
     def forget_adapter(self, adapter_path: str) -> None:
-        """Unload an adapter (e.g. its model was deleted); waits until the engine thread has done it."""
+        """Unload an adapter (e.g. its model was deleted); waits until the engine thread has done it, which is as soon
+        as no running row uses it."""
         future = concurrent.futures.Future()
-        self._put((lambda: self._unload_adapter(_adapter_key(adapter_path)), future))
+        self._put(_Unload(_adapter_key(adapter_path), future))
         future.result()
 
     def close(self) -> None:
-        """Finish the queued work, then stop the engine thread."""
+        """Finish the queued and running work, then stop the engine thread."""
         if not self._closed:
             self._closed = True
             self._queue.put(None)
         self._thread.join()
         if self._head_hook is not None:
             self._head_hook.remove()
+
+    def _submit(self, requests: list[GenerationRequest]) -> list[concurrent.futures.Future]:
+        for request in requests:
+            self._validate(request)
+        jobs = [_Job(request, concurrent.futures.Future()) for request in requests]
+        self._put(jobs)
+        return [job.future for job in jobs]
 
     # --- engine thread ----------------------------------------------------------------------------
 
@@ -149,57 +213,144 @@ class Engine:
         self._queue.put(item)
 
     def _serve(self) -> None:
+        """Between decoding steps: take what was handed over, unload adapters no row uses any more, let waiting
+        requests join the batch, then take one step."""
+        waiting: deque[_Job] = deque()
+        unloads: list[_Unload] = []
+        batch: _Batch | None = None
+        closing = False
         while True:
-            item = self._queue.get()
-            if item is None:
+            closing = self._take(waiting, unloads, block=batch is None and not waiting and not closing) or closing
+            in_use = set(batch.adapters) if batch is not None else set()
+            for unload in [unload for unload in unloads if unload.key not in in_use]:
+                unloads.remove(unload)
+                _settle(unload.future, lambda key=unload.key: self._unload_adapter(key))
+            if closing and batch is None and not waiting:
                 return
-            # Gather while requests keep coming (each arrival waits batch_window for the next, up to
-            # MAX_GATHER_SECONDS): 20 requests sent together reach the engine over a few tens of ms.
-            jobs = []
-            started = time.monotonic()
-            deadline = started + self.batch_window
-            while item is not None:
-                work, future = item
-                if future.set_running_or_notify_cancel():
-                    if callable(work):  # adapter housekeeping runs between batches
-                        _settle(future, work)
-                    else:
-                        jobs.append((work, future))
-                        deadline = min(time.monotonic() + self.batch_window, started + MAX_GATHER_SECONDS)
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-            if item is None:  # close() arrived while gathering: finish this batch first
-                self._queue.put(None)
-            if jobs:
-                self._serve_batch(jobs)
+            batch = self._admit(waiting, batch)
+            if batch is not None:
+                batch = self._step(batch)
 
-    def _serve_batch(self, jobs) -> None:
-        """Run one gathered batch; a request whose adapter cannot be loaded fails alone."""
-        needed = {_adapter_key(request.adapter) for request, _ in jobs if request.adapter}
+    def _take(self, waiting: deque, unloads: list, block: bool) -> bool:
+        """Move the handed-over work into `waiting` and `unloads`; True once close() has been called.
+
+        A busy engine takes only what is there. An idle one (block) waits for work, then gathers while requests
+        keep coming (each arrival waits batch_window for the next, up to MAX_GATHER_SECONDS): 20 requests sent
+        together reach the engine over a few tens of ms, and their prompts are then run through the model together.
+        """
+        deadline = first_arrival = None  # while blocking: None until the first request arrives
+        while True:
+            try:
+                if not block:
+                    item = self._queue.get_nowait()
+                else:
+                    item = self._queue.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return False
+            if item is None:
+                return True
+            if isinstance(item, _Unload):
+                if item.future.set_running_or_notify_cancel():
+                    unloads.append(item)
+                if block and deadline is None:
+                    return False  # done at once, not after a gathering
+                continue
+            waiting.extend(job for job in item if job.future.set_running_or_notify_cancel())
+            if block:
+                now = time.monotonic()
+                first_arrival = first_arrival or now
+                deadline = min(now + self.batch_window, first_arrival + MAX_GATHER_SECONDS)
+
+    def _admit(self, waiting: deque, batch: _Batch | None) -> _Batch | None:
+        """Run the prompts of the waiting requests that fit beside the batch's rows, and add their rows to it.
+
+        In arrival order, up to max_batch rows in all; a request answered by its first token (max_tokens=1, as
+        scoring asks) never takes a place in the batch, so it does not wait for one.
+        """
+        free = self.max_batch - (len(batch.rows) if batch is not None else 0)
+        jobs, later, blocked = [], [], False
+        for job in waiting:
+            places = job.request.n if self._answer_limit(job.request) > 1 else 0
+            if places and (blocked or places > free):
+                blocked = True  # later requests do not overtake it
+                later.append(job)
+                continue
+            free -= places
+            jobs.append(job)
+        waiting.clear()
+        waiting.extend(later)
+        prompts: dict[tuple, list[_Row]] = {}  # (adapter, prompt) -> its rows: identical prompts are run once
+        for job in self._with_adapters(jobs, in_use=set(batch.adapters) if batch is not None else set()):
+            seeds = random.Random(job.request.seed)  # None: seeded from the OS
+            job.rows = [_Row(job.request, torch.Generator().manual_seed(seeds.getrandbits(63)), job)
+                        for _ in range(job.request.n)]
+            adapter = _adapter_key(job.request.adapter) if job.request.adapter else None
+            prompts.setdefault((adapter, tuple(job.request.prompt_ids)), []).extend(job.rows)
+        for group in self._group(list(prompts.items())):
+            try:
+                joining, logits = self._prefill(group)
+                joining.tokens = self._pick(joining.rows, logits)
+            except Exception as error:  # noqa: BLE001 - handed to the callers of this group
+                _fail({row.job for _, rows in group for row in rows}, error)
+                continue
+            joining = self._leave(joining)
+            if joining is None:
+                continue
+            if batch is None:
+                batch = joining
+                continue
+            try:
+                batch.join(joining)
+            except Exception as error:  # noqa: BLE001 - a half-joined cache serves no one: its callers hear why
+                _fail({row.job for row in batch.rows + joining.rows}, error)
+                batch = None
+        return batch
+
+    def _with_adapters(self, jobs: list[_Job], in_use: set[str]) -> list[_Job]:
+        """Load the jobs' adapters (keeping those of the running rows); a job whose adapter cannot be loaded fails
+        alone. Returns the jobs that can run."""
+        needed = {_adapter_key(job.request.adapter) for job in jobs if job.request.adapter}
         failed = {}
         for key in needed:
             try:
-                self._load_adapter(key, keep=needed)
+                self._load_adapter(key, keep=needed | in_use)
             except Exception as error:  # noqa: BLE001 - handed to that request's caller
                 failed[key] = error
         ready = []
-        for request, future in jobs:
-            if request.adapter and _adapter_key(request.adapter) in failed:
-                future.set_exception(failed[_adapter_key(request.adapter)])
+        for job in jobs:
+            key = _adapter_key(job.request.adapter) if job.request.adapter else None
+            if key in failed:
+                job.future.set_exception(failed[key])
             else:
-                ready.append((request, future))
-        if not ready:
-            return
+                ready.append(job)
+        return ready
+
+    @torch.inference_mode()
+    def _step(self, batch: _Batch) -> _Batch | None:
+        """One decoding step for every row of the batch; None when no row is left."""
         try:
-            results = self._run([request for request, _ in ready])
-        except Exception as error:  # noqa: BLE001 - every caller of this batch hears about it
-            for _, future in ready:
-                future.set_exception(error)
-            return
-        for (_, future), result in zip(ready, results):
-            future.set_result(result)
+            batch.mask = torch.cat([batch.mask, batch.mask.new_ones(len(batch.rows), 1)], dim=1)
+            batch.positions = batch.positions + 1
+            logits = self._forward(torch.tensor(batch.tokens, device=self.device)[:, None], batch.mask,
+                                   batch.positions, batch.cache, batch.adapters)
+            batch.tokens = self._pick(batch.rows, logits)
+            return self._leave(batch)
+        except Exception as error:  # noqa: BLE001 - every caller with a row in the batch hears about it
+            _fail({row.job for row in batch.rows}, error)
+            return None
+
+    def _leave(self, batch: _Batch) -> _Batch | None:
+        """Finished rows leave the batch, and a request whose rows are all finished gets its answer now."""
+        alive = [i for i, row in enumerate(batch.rows) if row.finish_reason is None]
+        for job in {row.job for row in batch.rows if row.finish_reason is not None}:
+            if all(row.finish_reason is not None for row in job.rows):
+                job.future.set_result(GenerationResult([self._choice(row) for row in job.rows],
+                                                       len(job.request.prompt_ids)))
+        if not alive:
+            return None
+        if len(alive) < len(batch.rows):
+            batch.keep(alive)
+        return batch
 
     # --- validation -------------------------------------------------------------------------------
 
@@ -257,40 +408,23 @@ class Engine:
 
     # --- batched decoding -------------------------------------------------------------------------
 
-    @torch.inference_mode()
-    def _run(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        rows_per_request = []
-        prompts: dict[tuple, list[_Row]] = {}  # (adapter, prompt) -> its rows: identical prompts are run once
-        for request in requests:
-            seeds = random.Random(request.seed)  # None: seeded from the OS
-            rows = [_Row(request, torch.Generator().manual_seed(seeds.getrandbits(63))) for _ in range(request.n)]
-            rows_per_request.append(rows)
-            adapter = _adapter_key(request.adapter) if request.adapter else None
-            prompts.setdefault((adapter, tuple(request.prompt_ids)), []).extend(rows)
-        for group in self._group(list(prompts.items())):
-            self._decode(group)
-        return [GenerationResult([self._choice(row) for row in rows], len(request.prompt_ids))
-                for request, rows in zip(requests, rows_per_request)]
-
     def _group(self, prompts):
         """Split prompts into batches of similar length, at the least estimated cost.
 
         Sorted by length, the prompts are cut into consecutive batches (at most max_batch rows and
         PREFILL_TOKENS padded tokens each) so that padded prompt tokens plus FORWARD_COST_TOKENS per
-        forward pass (the prompt's and each possible decoding step's) is smallest: short posts are then not
-        padded to a long one's length, and answers are not split into batches that decode one after another.
+        forward pass is smallest: short posts are then not padded to a long one's length. (However they
+        are grouped, their answers are then decoded in the one running batch.)
         """
         prompts.sort(key=lambda item: len(item[0][1]))
         best = [(0.0, 0)] + [(float("inf"), 0)] * len(prompts)  # best[j]: (cost of the first j prompts, cut before)
         for end in range(1, len(prompts) + 1):
-            width, rows, steps = len(prompts[end - 1][0][1]), 0, 0
+            width, rows = len(prompts[end - 1][0][1]), 0
             for start in range(end - 1, -1, -1):
-                (_, prompt), prompt_rows = prompts[start]
-                rows += len(prompt_rows)
-                steps = max(steps, min(prompt_rows[0].request.max_tokens, self.context_length - len(prompt)) - 1)
+                rows += len(prompts[start][1])
                 if start < end - 1 and (rows > self.max_batch or (end - start) * width > PREFILL_TOKENS):
                     break
-                cost = best[start][0] + (end - start) * width + FORWARD_COST_TOKENS * (1 + steps)
+                cost = best[start][0] + (end - start) * width + FORWARD_COST_TOKENS
                 if cost < best[end][0]:
                     best[end] = (cost, start)
         groups, end = [], len(prompts)
@@ -300,7 +434,10 @@ class Engine:
             end = start
         return groups[::-1]
 
-    def _decode(self, group) -> None:
+    @torch.inference_mode()
+    def _prefill(self, group) -> tuple[_Batch, torch.Tensor]:
+        """Run a group's prompts (left-padded into one batch) through the model: their rows' batch, and the logits
+        of each row's first token."""
         # A hand-written loop, as generate() cannot mix per-row temperature/top_p/seed/stop/logprobs in a batch.
         width = max(len(prompt) for (_, prompt), _ in group)
         pad = self.tokenizer.pad_token_id or 0
@@ -322,21 +459,9 @@ class Engine:
         if len(rows) > len(group):
             cache.batch_select_indices(index)
             logits, mask = logits[index], mask[index]
-        positions = positions[index, -1:]
-        while True:
-            tokens = self._pick(rows, logits)
-            alive = [i for i, row in enumerate(rows) if row.finish_reason is None]
-            if not alive:
-                return
-            if len(alive) < len(rows):  # finished rows leave the batch
-                keep = torch.tensor(alive, device=self.device)
-                cache.batch_select_indices(keep)
-                mask, positions = mask[keep], positions[keep]
-                rows, tokens, adapters = ([seq[i] for i in alive] for seq in (rows, tokens, adapters))
-            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-            positions = positions + 1
-            logits = self._forward(torch.tensor(tokens, device=self.device)[:, None], mask, positions, cache, adapters)
+        return _Batch(cache, mask, positions[index, -1:], rows, adapters), logits
 
+    @torch.inference_mode()
     def _forward(self, input_ids, mask, positions, cache, adapters: list[str | None]) -> torch.Tensor:
         """Logits of the last position of each row, as float32 on the CPU (where sampling happens)."""
         kwargs = {}
@@ -366,9 +491,13 @@ class Engine:
                 row.logprobs.append(self._logprob_entry(token, logprobs[i], request.top_logprobs))
             if request.stop and self._cut_at_stop(row):
                 row.finish_reason = "stop"
-            elif row.completion_tokens >= min(request.max_tokens, self.context_length - len(request.prompt_ids)):
+            elif row.completion_tokens >= self._answer_limit(request):
                 row.finish_reason = "length"
         return tokens
+
+    def _answer_limit(self, request: GenerationRequest) -> int:
+        """The most tokens an answer can have: max_tokens, or what is left of the context after the prompt."""
+        return min(request.max_tokens, self.context_length - len(request.prompt_ids))
 
     def _cut_at_stop(self, row: _Row) -> bool:
         text = self._decode_text(row.tokens)
@@ -436,6 +565,22 @@ def _sample(logits: torch.Tensor, request: GenerationRequest, generator: torch.G
 
 def _contiguous_input(_module, args):
     return (args[0].contiguous(), *args[1:])
+
+
+def _pad_left(tensor: torch.Tensor, columns: int, dim: int) -> torch.Tensor:
+    """`tensor` widened to `columns` along `dim` with zeros (masked-out columns) before its own."""
+    missing = columns - tensor.shape[dim]
+    if not missing:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim)
+
+
+def _fail(jobs, error: Exception) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(error)
 
 
 def _settle(future: concurrent.futures.Future, work) -> None:

@@ -18,6 +18,7 @@ from .errors import ApiError
 from .inference import Engine
 from .jobs import Scheduler
 from .keys import KeyRing, Principal
+from .rate_limit import DEFAULT_RATE_LIMIT_RPM
 from .store import Store
 
 CACHE_DIR = Path(platformdirs.user_cache_dir("finetune-course-server"))
@@ -42,6 +43,7 @@ class Settings:
     max_upload_bytes: int = 50_000_000
     default_max_tokens: int = 256  # when a request gives none; the slides' Playground "maximum length"
     max_batch: int = 16
+    rate_limit_rpm: float | None = DEFAULT_RATE_LIMIT_RPM  # generation requests per caller and minute; None: no limit
     model_cache_dir: Path = CACHE_DIR / "models"  # the converted base model, shared by every data directory
 
 

@@ -17,6 +17,7 @@ from local_server.base_model import (DEFAULT_MODEL, context_length, load_model_a
                                      pick_dtype, prepare_model, public_model_id)
 from local_server.chat_format import END_OF_TURN
 from local_server.inference import Engine, GenerationRequest, _Row
+from tests.engine_steps import HOLD_SECONDS, StepWatch, last_row_left
 from tests.tiny_model import make_tiny_model
 
 LONG_TEXT = ("The pitcher threw a fastball and the batter hit a home run over the fence. " * 6).strip()
@@ -356,10 +357,10 @@ def test_prompts_are_grouped_by_length_at_least_cost(engine):
     widths = lambda groups: [[len(prompt) for (_, prompt), _ in group] for group in groups]  # noqa: E731
     # short posts are not padded to a long one's length ...
     assert widths(engine._group(prompts([300, 20, 20, 20, 20, 20]))) == [[20] * 5, [300]]
+    # ... however many tokens their answers may take (they decode in one running batch) ...
+    assert widths(engine._group(prompts([300, 20, 20, 20, 20, 20], max_tokens=60))) == [[20] * 5, [300]]
     # ... near lengths share a pass ...
     assert widths(engine._group(prompts([30, 20, 25]))) == [[20, 25, 30]]
-    # ... and answers of many tokens decode together rather than one batch after another
-    assert widths(engine._group(prompts([300, 20, 20, 20, 20, 20], max_tokens=60))) == [[20] * 5 + [300]]
     assert len(engine._group(prompts([10] * 40))) == 3  # at most max_batch rows per pass
 
 
@@ -383,12 +384,12 @@ def test_least_recently_used_adapter_is_unloaded(loaded, adapters):
 def test_concurrent_submits_are_batched(engine, loaded):
     tokenizer = loaded[1]
     batch_sizes = []
-    run = engine._run
+    prefill = engine._prefill
 
-    def recording_run(requests):
-        batch_sizes.append(len(requests))
-        return run(requests)
-    engine._run = recording_run
+    def recording_prefill(group):
+        batch_sizes.append(sum(len(rows) for _, rows in group))
+        return prefill(group)
+    engine._prefill = recording_prefill
     barrier = threading.Barrier(20)
 
     def ask(i):
@@ -398,7 +399,7 @@ def test_concurrent_submits_are_batched(engine, loaded):
         with ThreadPoolExecutor(20) as pool:
             results = list(pool.map(ask, range(20)))
     finally:
-        del engine._run
+        del engine._prefill
     assert all(result.choices[0].completion_tokens == 3 for result in results)
     assert sum(batch_sizes) == 20 and len(batch_sizes) < 20
 
@@ -440,3 +441,70 @@ def test_end_of_turn_and_stop_finish(loaded):
     assert len(done.logprobs) == len(answer)  # <end_of_turn> is not part of the answer
     assert (cut.text, cut.finish_reason) == (" hockey ", "stop")
     assert (short.text, short.finish_reason, short.completion_tokens) == (tokenizer.decode(answer[:2]), "length", 2)
+
+
+# --- continuous batching --------------------------------------------------------------------------
+
+def test_a_short_answer_is_given_while_a_long_one_decodes(engine, loaded):
+    """Each request gets its answer when its own row is finished, not when its batch is: the long request's row is
+    held after the short one has left the batch, and the short answer must arrive meanwhile."""
+    tokenizer = loaded[1]
+    long, short = (GenerationRequest(chat(tokenizer, text), max_tokens=max_tokens, temperature=0, top_logprobs=0)
+                   for text, max_tokens in (("Tell me about hockey.", 30), ("Who won?", 3)))
+    expected = [engine.generate([request])[0] for request in (long, short)]
+    with StepWatch(engine, last_row_left) as watch:
+        long_future, short_future = engine._submit([long, short])  # one arrival: the two rows start together
+        short_answer = short_future.result(timeout=HOLD_SECONDS / 2)
+        assert watch.held.is_set() and not long_future.done()  # the long row is still decoding
+        watch.release()
+        long_answer = long_future.result(timeout=HOLD_SECONDS)
+    assert texts([long_answer, short_answer]) == texts(expected)
+    assert expected[0].choices[0].completion_tokens == 30 > expected[1].choices[0].completion_tokens
+
+
+@pytest.mark.parametrize("first_text, joining_text, joining_adapter", [
+    (LONG_TEXT, "Who won?", 0),   # a short prompt, with an adapter (loaded while the batch runs), joins a long one
+    ("Who won?", LONG_TEXT, None)])  # a prompt longer than the sliding window joins a short one
+def test_a_request_joins_a_running_batch(engine, loaded, adapters, first_text, joining_text, joining_adapter):
+    """A request that arrives while others decode joins their batch at the next step, and its answer (and theirs)
+    is the one it gets alone: different lengths, positions, sliding-window layers and adapters in one cache."""
+    tokenizer = loaded[1]
+    first = GenerationRequest(chat(tokenizer, first_text), max_tokens=20, temperature=0, top_logprobs=0)
+    joining = GenerationRequest(chat(tokenizer, joining_text), max_tokens=30, temperature=0, top_logprobs=0,
+                                adapter=None if joining_adapter is None else adapters[joining_adapter])
+    try:
+        alone = [engine.generate([request])[0] for request in (first, joining)]
+        for adapter in adapters:
+            engine.forget_adapter(adapter)  # the joining request loads its adapter while the first one decodes
+        with StepWatch(engine, lambda rows: len(rows) == 5) as watch:
+            first_future = engine.submit(first)
+            assert watch.held.wait(HOLD_SECONDS)  # the first request is at its 5th decoding step
+            joining_future = engine.submit(joining)
+            watch.release()
+            together = [first_future.result(timeout=HOLD_SECONDS), joining_future.result(timeout=HOLD_SECONDS)]
+    finally:
+        for adapter in adapters:
+            engine.forget_adapter(adapter)
+    assert watch.decode_rows[:5] == [1] * 5 and 2 in watch.decode_rows  # it joined the running batch ...
+    assert watch.decode_rows[-1] == 1  # ... and went on alone after the first one's row left ...
+    assert watch.mask_widths[-1] == len(joining.prompt_ids) + 29  # ... without the padding the first one needed
+    assert [c.completion_tokens for r in alone for c in r.choices] == [20, 30]
+    assert texts(together) == texts(alone)
+    for a, b in zip(together, alone):
+        assert [e["logprob"] for e in a.choices[0].logprobs] == pytest.approx(
+            [e["logprob"] for e in b.choices[0].logprobs], abs=1e-4)
+
+
+def test_a_batch_never_holds_more_than_max_batch_rows(loaded):
+    model, tokenizer = loaded
+    engine = Engine(model, tokenizer, "cpu", max_batch=3)
+    requests = [GenerationRequest(chat(tokenizer, f"question {i}"), max_tokens=4 + 3 * i, temperature=0, n=1 + i % 2)
+                for i in range(6)]
+    try:
+        with StepWatch(engine, lambda rows: False) as watch:
+            together = engine.generate(requests)
+        alone = [engine.generate([request])[0] for request in requests]
+    finally:
+        engine.close()
+    assert max(watch.decode_rows) == 3
+    assert texts(together) == texts(alone)
