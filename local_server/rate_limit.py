@@ -48,7 +48,7 @@ def caller_of(request: Request) -> str:
     """Whose bucket: the key's owner when the key check has named one, else the key itself (hashed: never kept),
     else the client's address."""
     principal = getattr(request.state, "principal", None)
-    if principal is not None:
+    if principal is not None and principal.name is not None:  # without --keys the one principal has no name
         return f"name:{principal.name}"
     authorization = request.headers.get("authorization")
     if authorization:

@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from local_server import __main__ as cli
 from local_server import inference
+from local_server.keys import SOLE_USER
 from local_server.rate_limit import RateLimiter, caller_of
 from local_server.server import Settings
 from tests.engine_steps import HOLD_SECONDS, StepWatch, last_row_left
@@ -103,6 +104,9 @@ def request_with(headers: dict[str, str], principal=None) -> Request:
 def test_callers_are_told_apart_by_name_then_key_then_address():
     principal = SimpleNamespace(name="student07", role="student")
     assert caller_of(request_with({"Authorization": "Bearer sk-a"}, principal)) == "name:student07"
+    sole_user = SOLE_USER  # a server without --keys: one nameless principal, so the key tells callers apart
+    assert caller_of(request_with({"Authorization": "Bearer sk-a"}, sole_user)) == \
+        caller_of(request_with({"Authorization": "Bearer sk-a"}))
     by_key = caller_of(request_with({"Authorization": "Bearer sk-a"}))
     assert by_key.startswith("key:") and "sk-a" not in by_key
     assert by_key != caller_of(request_with({"Authorization": "Bearer sk-b"}))
