@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from .base_model import DEFAULT_MODEL, DTYPES, prepare_model
+from .jobs import available_cores, default_workers
 from .server import CACHE_DIR, DataDirInUse, LocalServer, Settings, is_loopback
 from .store import IncompatibleStore
 
@@ -40,12 +41,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     key.add_argument("--api-key", help=f"요청에 이 키를 요구합니다. 명령줄은 ps 로 누구나 볼 수 있으니 수업에서는 "
                                        f"--api-key-file 이나 환경 변수 {API_KEY_ENV} 를 쓰세요")
     key.add_argument("--api-key-file", type=Path, help="키를 이 파일의 첫 줄에서 읽습니다 (ps 에 보이지 않음)")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help=f"동시에 학습하는 작업 수 (기본 {default_workers()}: 코어 2개에 하나). 코어 "
+                             f"{available_cores()}개를 작업자들이 나눠 씁니다")
     parser.add_argument("--max-upload-mb", type=float, default=50, help="업로드 파일 크기 한도 (MB, 기본 50)")
     parser.add_argument("--prepare", action="store_true",
                         help="기본 모델을 준비(처음 한 번의 변환)만 하고 끝냅니다: 수업 전에 한 번 돌려 두면 노트북이 서버를 몇 초 만에 띄웁니다")
     parser.add_argument("--exit-when-stdin-closes", action="store_true",
                         help="표준 입력이 닫히면 끝냅니다: 서버를 띄운 프로그램(노트북 커널)이 끝나면 함께 끝나도록")
     args = parser.parse_args(argv)
+    if not 1 <= args.workers <= available_cores():
+        parser.error(f"--workers 는 1 이상, 이 컴퓨터의 코어 수({available_cores()}) 이하여야 합니다: 코어보다 많은 "
+                     "작업자는 서로 코어를 빼앗아 모두 느려질 뿐입니다")
     if args.api_key_file is not None:
         try:
             args.api_key = args.api_key_file.read_text(encoding="utf-8").strip()
@@ -98,7 +105,7 @@ def main(argv=None) -> int:
 
     settings = Settings(data_dir=args.data_dir, model=args.model, device=args.device, dtype=args.dtype, host=args.host,
                         port=args.port, api_key=args.api_key, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
-                        model_cache_dir=args.model_cache_dir)
+                        model_cache_dir=args.model_cache_dir, workers=args.workers)
     try:
         server = LocalServer(settings)
     except (IncompatibleStore, DataDirInUse) as err:
