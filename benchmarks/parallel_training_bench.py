@@ -13,10 +13,11 @@ sampled every 0.2 s; Linux only).
 
 steps: bounds what a shared pass (the jobs that train the same base model at once run as the rows of one batch, each
 row with its own LoRA) could gain over separate workers. The server trains one example at a time (batch 1,
-gradient accumulation), so: one process with all the cores stepping batch 1 (one worker), N processes with one
-thread each stepping batch 1 at the same time (N workers), and one process with all the cores stepping a padded batch
-of N (a shared pass for N jobs, counted without the per-row LoRA's own cost, so an upper bound on its gain). Each
-is reported as training examples per second over all processes.
+gradient accumulation), so: one process with all the cores stepping batch 1 (--workers 1), one single-thread process
+per core stepping batch 1 at the same time (--workers = cores), and one single-thread process stepping batch 1, then a
+padded batch of 2 and 4 (a shared pass for 2 or 4 jobs in one worker's thread, counted without the per-row LoRA's own
+cost, so an upper bound on its gain over the same thread training one job). Each is reported as training examples
+per second over all its processes.
 """
 from __future__ import annotations
 
@@ -177,15 +178,16 @@ def step_rates(processes: int, threads: int, batch: int, steps: int) -> float:
 def shared_pass_bound(steps: int) -> None:
     cores = available_cores()
     one_worker = step_rates(1, cores, 1, steps)
-    report(f"1 worker, {cores} threads, batch 1 (today's --workers 1)", f"{one_worker:.2f} ex/s")
+    report(f"1 worker, {cores} threads, batch 1 (--workers 1)", f"{one_worker:.3g} ex/s")
+    separate = step_rates(cores, 1, 1, steps)
+    report(f"{cores} workers, 1 thread each, batch 1 (--workers {cores})", f"{separate:.3g} ex/s",
+           f"{separate / one_worker:.2f}x --workers 1")
+    single = step_rates(1, 1, 1, steps)
+    report("1 process, 1 thread, batch 1", f"{single:.3g} ex/s")
     for jobs in (2, 4):
-        if jobs <= cores:
-            separate = step_rates(jobs, cores // jobs, 1, steps)
-            report(f"{jobs} workers, {cores // jobs} thread(s) each, batch 1 (--workers {jobs})", f"{separate:.2f} ex/s",
-                   f"{separate / one_worker:.2f}x one worker")
-        shared = step_rates(1, cores, jobs, max(1, steps // jobs))
-        report(f"1 process, {cores} threads, padded batch {jobs} (a shared pass for {jobs} jobs, upper bound)",
-               f"{shared:.2f} ex/s", f"{shared / one_worker:.2f}x one worker")
+        shared = step_rates(1, 1, jobs, steps)
+        report(f"1 process, 1 thread, padded batch {jobs} (a shared pass for {jobs} jobs in one worker, upper bound)",
+               f"{shared:.3g} ex/s", f"{shared / single:.2f}x batch 1")
 
 
 def main() -> None:

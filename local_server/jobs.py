@@ -41,10 +41,11 @@ def available_cores() -> int:
 
 
 def default_workers() -> int:
-    """--workers when not given: one worker for every two cores, at least one. Two workers of one thread each on
-    this 2-core machine finished 4 호반스 jobs no sooner than one worker of two threads (README, benchmarks/
-    parallel_training_bench.py) and needed twice the memory (each worker holds its own copy of the base model),
-    so a worker gets two threads before a second worker starts."""
+    """--workers when not given: one worker for every two cores, at least one. A worker keeps its share of the cores
+    even when it trains alone, so a learner alone with the server (the course's case) still trains their one job on two
+    threads; a server for a class raises --workers up to the cores (README: on this busy 2-core machine two
+    single-thread workers trained far more than one two-thread worker). Each worker holds its own copy of the base
+    model, so memory grows with the workers."""
     return max(1, available_cores() // CORES_PER_DEFAULT_WORKER)
 
 
