@@ -1,9 +1,10 @@
 """Parallel training in the local server with the real packaged model: K 호반스 jobs on `--workers 1` vs more, and
 what one shared pass over the base model for several jobs could gain instead.
 
-    python benchmarks/parallel_training_bench.py                      # both parts (~30 min on a busy 2-core CPU)
+    python benchmarks/parallel_training_bench.py                      # both parts, 10 epochs a job (slow)
+    python benchmarks/parallel_training_bench.py --epochs 1 --steps 3  # what the README's figures used
     python benchmarks/parallel_training_bench.py --part jobs --workers 1 2 --jobs 4 --epochs 10
-    python benchmarks/parallel_training_bench.py --part steps         # a few minutes
+    python benchmarks/parallel_training_bench.py --part steps
 
 jobs: for each worker count, `python -m local_server --workers W` on a free loopback port with a fresh data directory;
 K jobs on the 호반스 file with notebook 03's local hyperparameters (10 epochs, learning rate x1, batch auto = 1) are
@@ -31,6 +32,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx2
 import openai
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.local_server_bench import SYSTEM, children, report, upload  # noqa: E402
 from helpers import chat_data, datasets  # noqa: E402
 from local_server.jobs import available_cores  # noqa: E402
-from tests.net import free_port  # noqa: E402
+from tests.net import free_port, wait_until  # noqa: E402
 
 STEP_TIMEOUT_SECONDS = 900
 NOTEBOOK_03_HYPERPARAMETERS = {"n_epochs": 10, "learning_rate_multiplier": 1.0}  # its LOCAL_HYPERPARAMETERS
@@ -75,7 +77,16 @@ def start_server(data_dir: Path, workers: int) -> tuple[subprocess.Popen, str]:
     else:
         raise SystemExit(f"the server did not start (exit code {process.wait()})")
     threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # keep draining
-    return process, f"http://127.0.0.1:{port}/v1"
+    base_url = f"http://127.0.0.1:{port}/v1"
+    wait_until(lambda: _answers(f"{base_url}/models"), 120, "the server to listen")  # it prints before it binds
+    return process, base_url
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx2.get(url, timeout=5).status_code == 200
+    except httpx2.TransportError:
+        return False
 
 
 def class_of_jobs(workers: int, n_jobs: int, epochs: int) -> float:
