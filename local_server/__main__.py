@@ -14,6 +14,7 @@ from .base_model import DEFAULT_MODEL, DEVICES, DTYPES, pick_device, prepare_mod
 from .keys import KeyFileError, make_keys, read_keys, readable_by_others
 from .server import CACHE_DIR, MAX_WAITING_JOBS, DataDirInUse, LocalServer, Settings, is_loopback
 from .rate_limit import DEFAULT_RATE_LIMIT_RPM
+from .jobs import available_cores, default_workers
 from .store import IncompatibleStore
 
 API_KEY_ENV = "LOCAL_SERVER_API_KEY"
@@ -51,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-waiting-jobs", type=int, default=MAX_WAITING_JOBS,
                         help=f"--keys 의 키 하나가 기다리게 할 수 있는 작업 수 (validating_files, queued; 기본 "
                              f"{MAX_WAITING_JOBS}). 넘으면 429")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help=f"동시에 학습하는 작업 수 (기본 {default_workers()}: 코어 2개에 하나). 코어 "
+                             f"{available_cores()}개를 작업자들이 나눠 씁니다")
     parser.add_argument("--max-upload-mb", type=float, default=50, help="업로드 파일 크기 한도 (MB, 기본 50)")
     parser.add_argument("--rate-limit-rpm", type=float, default=DEFAULT_RATE_LIMIT_RPM,
                         help="수강생 한 명(키 하나)이 1분에 보낼 수 있는 답 요청(chat.completions, completions) 수 (기본: "
@@ -62,6 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--exit-when-stdin-closes", action="store_true",
                         help="표준 입력이 닫히면 끝냅니다: 서버를 띄운 프로그램(노트북 커널)이 끝나면 함께 끝나도록")
     args = parser.parse_args(argv)
+    if not 1 <= args.workers <= available_cores():
+        parser.error(f"--workers 는 1 이상, 이 컴퓨터의 코어 수({available_cores()}) 이하여야 합니다: 코어보다 많은 "
+                     "작업자는 서로 코어를 빼앗아 모두 느려질 뿐입니다")
     if args.rate_limit_rpm is not None and not args.rate_limit_rpm > 0:
         parser.error(f"--rate-limit-rpm 은 0 보다 커야 합니다 (받은 값: {args.rate_limit_rpm:g})")
     if args.make_keys is not None:
@@ -167,7 +174,7 @@ def main(argv=None) -> int:
     settings = Settings(data_dir=args.data_dir, model=args.model, device=args.device, dtype=args.dtype, host=args.host,
                         port=args.port, api_key=args.api_key, keys=args.keys,
                         max_upload_bytes=int(args.max_upload_mb * 1_000_000), model_cache_dir=args.model_cache_dir,
-                        max_waiting_jobs=args.max_waiting_jobs, rate_limit_rpm=args.rate_limit_rpm)
+                        max_waiting_jobs=args.max_waiting_jobs, rate_limit_rpm=args.rate_limit_rpm, workers=args.workers)
     try:
         server = LocalServer(settings)
     except (IncompatibleStore, DataDirInUse) as err:

@@ -1,11 +1,14 @@
-"""Fine-tuning jobs: a scheduler thread in the server and one training worker process at a time, the queue fair.
+"""Fine-tuning jobs: a scheduler thread in the server and up to `workers` training worker processes at a time, the
+queue fair.
 
-The worker is a separate process so the server keeps answering while a job trains, its memory is
+Each worker is a separate process so the server keeps answering while a job trains, its memory is
 returned when it ends, and a crash in training cannot take the API down. Jobs move
 validating_files → queued → running → succeeded | failed | cancelled, exactly as OpenAI's do; the
-rest wait `queued`, in round-robin order of their owners (start_order), each told its place in the queue.
-Everything a job produces (events, checkpoints, the model) goes through the Store, so it survives a restart. A job whose `model` is a fine-tuned model of this server continues training that
-model's adapter, as OpenAI allows; the new model is named after the base model, like OpenAI's.
+rest wait `queued`, in round-robin order of their owners (start_order), each told its place in the queue. The CPU
+cores are divided between the workers (threads_per_worker). Jobs on the same base model do not share one pass over it:
+batching their rows gained at most 1.19x per thread here (README). Everything a job produces (events, checkpoints, the
+model) goes through the Store, so it survives a restart. A job whose `model` is a fine-tuned model of this server
+continues training that model's adapter, as OpenAI allows; the new model is named after the base model, like OpenAI's.
 """
 from __future__ import annotations
 
@@ -14,11 +17,15 @@ import csv
 import io
 import itertools
 import multiprocessing
+import os
 import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from helpers import chat_data
 
@@ -29,6 +36,29 @@ from .training import BASE_LEARNING_RATE, RESULT_COLUMNS, TrainingSpec, resolve_
 
 CANCEL_GRACE_SECONDS = 30  # a cancelled worker stops within a step; after this it is terminated
 EXIT_DISK_FULL = 28  # a worker's exit code when the disk was too full even to record why (errno ENOSPC)
+CORES_PER_DEFAULT_WORKER = 2  # see default_workers
+
+
+def available_cores() -> int:
+    """The cores this process may run on (a container or taskset may allow fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """--workers when not given: one worker for every two cores, at least one. A worker keeps its share of the cores
+    even when it trains alone, so a learner alone with the server (the course's case) still trains their one job on two
+    threads. On this 2-core machine, quiet, 4 호반스 jobs took 109 s on one two-thread worker and 111 s on two
+    one-thread workers, with 1.3 GiB more memory (each worker holds its own copy of the base model); only a busy
+    machine favoured one-thread workers (README, benchmarks/parallel_training_bench.py)."""
+    return max(1, available_cores() // CORES_PER_DEFAULT_WORKER)
+
+
+def threads_per_worker(workers: int) -> int:
+    """Each worker's share of the cores, so that the workers together never ask for more threads than there are cores.
+    All the cores go to training, none are held back for the serving engine in the server process: it is idle
+    between chat requests (a learner trains, then asks), and a core reserved for it would stand idle through every
+    training job. While a chat request runs during training, the two share the cores and both slow down."""
+    return max(1, available_cores() // workers)
 
 
 def fine_tuned_model_id(base: str, suffix: str | None, job_id: str) -> str:
@@ -72,18 +102,24 @@ def start_order(queued: list[dict], last_start: dict[str | None, int]) -> list[d
     return [job for round_ in rounds for job in round_ if job is not None]
 
 
+@dataclass
+class Worker:
+    """A running training worker process and when its job was seen cancelled (for CANCEL_GRACE_SECONDS)."""
+    process: multiprocessing.Process
+    cancelled_at: float | None = None
+
+
 class Scheduler(threading.Thread):
-    """Moves jobs along and runs at most one training worker process at a time."""
+    """Moves jobs along and runs at most `workers` training worker processes at a time, one job each."""
 
     def __init__(self, store: Store, base_model_id: str, model_source: str, device: str, dtype: str = "float32",
-                 poll_seconds: float = 0.2):
+                 poll_seconds: float = 0.2, workers: int = 1):
         super().__init__(name="job-scheduler", daemon=True)
         self.store, self.base_model_id = store, base_model_id
         self.model_source, self.device, self.dtype = model_source, device, dtype
         self.poll_seconds = poll_seconds
-        self.worker: multiprocessing.Process | None = None
-        self.worker_job: str | None = None
-        self.cancelled_at: float | None = None
+        self.max_workers, self.threads = workers, threads_per_worker(workers)
+        self.workers: dict[str, Worker] = {}  # by job id
         self.queue_places: dict[str, int] = {}  # queued job id -> the place its latest queue event announced
         self._stopping = threading.Event()
 
@@ -98,10 +134,12 @@ class Scheduler(threading.Thread):
 
     def stop(self) -> None:
         self._stopping.set()
-        if self.worker is not None and self.worker.is_alive():
-            self.worker.terminate()
-            self.worker.join(10)
-        self.join(10)
+        self.join(10)  # no tick runs after this: the workers below are all there are
+        for worker in self.workers.values():
+            if worker.process.is_alive():
+                worker.process.terminate()
+        for worker in self.workers.values():
+            worker.process.join(10)
 
     def run(self) -> None:
         last_failure = None
@@ -118,9 +156,9 @@ class Scheduler(threading.Thread):
     def _tick(self) -> None:
         for job in self.store.jobs_with_status("validating_files"):
             self._validate(job)
-        if self.worker is not None:
-            self._watch_worker()
-        if self.worker is None:
+        for job_id in list(self.workers):
+            self._watch_worker(job_id)
+        if len(self.workers) < self.max_workers:  # one start a tick: the next tick sees the new worker
             queued = self.store.jobs_with_status("queued")
             if queued:
                 self._start(self._next_job(queued))
@@ -134,7 +172,7 @@ class Scheduler(threading.Thread):
         """An event for each queued job whose place in the queue is new or has changed: its place and when it may
         start. The estimate: the running job ends at its estimated_finish (known after its first step; until then, one
         average job from now), and every job ahead in the queue takes as long as the jobs that succeeded on this server
-        took on average (start to finish); one worker, so they start one after another."""
+        took on average (start to finish), shared out over the workers as they come free."""
         places = {job["id"]: place for place, job in enumerate(
             start_order(self.store.jobs_with_status("queued"), self.store.last_start_by_owner()), start=1)}
         moved = {job_id: place for job_id, place in places.items() if self.queue_places.get(job_id) != place}
@@ -142,14 +180,15 @@ class Scheduler(threading.Thread):
         if not moved:
             return
         average = self.store.average_job_seconds()
-        running = self.store.jobs_with_status("running")
-        free_at = (now() if not running or average is None
-                   else running[0]["estimated_finish"] or now() + round(average))
+        if average is not None:  # when each worker is free: a running job's estimated_finish, an idle worker now
+            free_at = sorted([max(job["estimated_finish"] or now() + round(average), now())
+                              for job in self.store.jobs_with_status("running")]
+                             + [now()] * max(0, self.max_workers - len(self.workers)))
         for job_id, place in moved.items():
             if average is None:
                 start, when = None, "예상 시작 시각은 이 서버에서 첫 작업이 끝나면 알려 드립니다"
-            else:
-                start = max(free_at, now()) + round((place - 1) * average)
+            else:  # the jobs ahead take the workers in turn, each as long as the average
+                start = free_at[(place - 1) % len(free_at)] + round((place - 1) // len(free_at) * average)
                 took = f"{average:.0f}초" if average < 90 else f"{average / 60:.0f}분"
                 when = (f"예상 시작 약 {time.strftime('%H:%M', time.localtime(start))} (이 서버에서 끝난 작업의 "
                         f"평균 {took} 기준)")
@@ -170,34 +209,34 @@ class Scheduler(threading.Thread):
         if not self.store.update_job(job["id"], ("queued",), status="running", event=JOB_STARTED):
             return
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks copied
-        self.worker = context.Process(target=run_job, name=f"train-{job['id']}", daemon=True,
-                                      args=(str(self.store.data_dir), job["id"], self.base_model_id,
-                                            self.model_source, self.device, self.dtype))
-        self.worker_job, self.cancelled_at = job["id"], None
+        process = context.Process(target=run_job, name=f"train-{job['id']}", daemon=True,
+                                  args=(str(self.store.data_dir), job["id"], self.base_model_id,
+                                        self.model_source, self.device, self.dtype, self.threads))
         try:
-            self.worker.start()
+            process.start()
         except Exception as err:  # noqa: BLE001 - e.g. no memory for a new process: the job fails, the queue goes on
-            self.worker, self.worker_job = None, None
             self._fail(job["id"], "training_crashed", f"학습 프로세스를 시작하지 못했습니다: {type(err).__name__}: {err}",
                        None, ("running",))
-
-    def _watch_worker(self) -> None:
-        job = self.store.job(self.worker_job)
-        if self.worker.is_alive():
-            if job["status"] == "cancelled":
-                self.cancelled_at = self.cancelled_at or time.monotonic()
-                if time.monotonic() - self.cancelled_at > CANCEL_GRACE_SECONDS:
-                    self.worker.terminate()
             return
-        self.worker.join()
-        if job["status"] == "running" and self.worker.exitcode == EXIT_DISK_FULL:
+        self.workers[job["id"]] = Worker(process)
+
+    def _watch_worker(self, job_id: str) -> None:
+        job, worker = self.store.job(job_id), self.workers[job_id]
+        if worker.process.is_alive():
+            if job["status"] == "cancelled":
+                worker.cancelled_at = worker.cancelled_at or time.monotonic()
+                if time.monotonic() - worker.cancelled_at > CANCEL_GRACE_SECONDS:
+                    worker.process.terminate()
+            return
+        worker.process.join()
+        if job["status"] == "running" and worker.process.exitcode == EXIT_DISK_FULL:
             self._fail(job["id"], "disk_full", disk_full_message(self.store.data_dir), None, ("running",))
         elif job["status"] == "running":  # the process ended without finishing the job: it crashed
             self._fail(job["id"], "training_crashed",
-                       f"학습 프로세스가 예기치 않게 끝났습니다 (exit code {self.worker.exitcode}). "
+                       f"학습 프로세스가 예기치 않게 끝났습니다 (exit code {worker.process.exitcode}). "
                        "메모리가 부족했을 수 있습니다: 배치 크기를 줄이거나 다른 프로그램을 닫고 다시 만드세요.",
                        None, ("running",))
-        self.worker, self.worker_job = None, None
+        del self.workers[job_id]
 
     def _fail(self, job_id: str, code: str, message: str, param: str | None, states: tuple[str, ...]) -> None:
         fail_job(self.store, job_id, code, message, param, states)
@@ -251,13 +290,19 @@ def result_csv(rows: list[dict]) -> bytes:
 
 
 def run_job(data_dir: str, job_id: str, base_model_id: str, model_source: str, device: str,
-            dtype: str = "float32") -> None:
-    """The training worker process: train one job for real and record everything it produces."""
+            dtype: str = "float32", threads: int | None = None) -> None:
+    """The training worker process: train one job for real and record everything it produces. `threads`: this
+    worker's share of the cores (threads_per_worker); None keeps torch's (when called in the test process itself)."""
+    if threads is not None:  # before any torch work: the inter-op pool can only be sized before it starts
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(threads)
     store = Store(Path(data_dir))
     job = store.job(job_id)
     try:
-        store.add_event(job_id, f"이 컴퓨터에서 {base_model_id} 모델을 LoRA 로 학습합니다 (장치: {device}, {dtype}). "
-                                "OpenAI 서버가 아니라 이 과정의 로컬 서버가 만든 작업입니다.")
+        threads = torch.get_num_threads()
+        store.add_event(job_id, f"이 컴퓨터에서 {base_model_id} 모델을 LoRA 로 학습합니다 (장치: {device}, {dtype}, "
+                                f"CPU 스레드 {threads}개). OpenAI 서버가 아니라 이 과정의 로컬 서버가 만든 작업입니다.",
+                        data={"device": device, "dtype": dtype, "threads": threads})
         parent_adapter = None
         if job["model"] != base_model_id:  # continue training a fine-tuned model (api.create_job checked it existed)
             parent = store.model(job["model"])

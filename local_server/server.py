@@ -45,6 +45,7 @@ class Settings:
     max_batch: int = 16
     rate_limit_rpm: float | None = DEFAULT_RATE_LIMIT_RPM  # generation requests per caller and minute; None: no limit
     model_cache_dir: Path = CACHE_DIR / "models"  # the converted base model, shared by every data directory
+    workers: int = 1  # training processes at once; the command line's default follows the machine (default_workers)
 
 
 def is_loopback(host: str | None) -> bool:
@@ -112,7 +113,8 @@ class LocalServer:
         self.engine = Engine(model, self.tokenizer, self.device, max_batch=settings.max_batch)
         self.fingerprint = f"fp_local_{self.base_model_id}"
         self.started_at = int(time.time())
-        self.scheduler = Scheduler(self.store, self.base_model_id, str(self.model_source), self.device, self.dtype)
+        self.scheduler = Scheduler(self.store, self.base_model_id, str(self.model_source), self.device, self.dtype,
+                                   workers=settings.workers)
         self.scheduler.recover()
         self.scheduler.start()
 

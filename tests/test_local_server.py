@@ -322,7 +322,7 @@ def test_a_worker_that_cannot_start_fails_its_job_and_the_queue_goes_on(client, 
         job = wait_for(client, client.fine_tuning.jobs.create(model="tiny-gemma0", training_file=train.id).id,
                        ("succeeded", "failed"))
     assert job.status == "failed" and "no memory" in job.error.message
-    assert server.local.scheduler.worker is None
+    assert server.local.scheduler.workers == {}
 
 
 # ------------------------------------------------------------------------------------------------ state and safety

@@ -346,7 +346,7 @@ def test_a_full_disk_during_training_fails_the_job_at_once_naming_the_disk(tiny_
 
 
 def test_a_worker_that_could_not_even_record_the_full_disk_is_recorded_by_the_scheduler(tiny_server, monkeypatch):
-    from local_server.jobs import EXIT_DISK_FULL, Scheduler, run_job
+    from local_server.jobs import EXIT_DISK_FULL, Scheduler, Worker, run_job
     from local_server.store import Store
 
     client, store = tiny_server.client(), tiny_server.local.store
@@ -369,8 +369,8 @@ def test_a_worker_that_could_not_even_record_the_full_disk_is_recorded_by_the_sc
         def join(self, timeout=None):
             pass
     scheduler = Scheduler(store, tiny_server.model, str(tiny_server.local.model_source), "cpu")
-    scheduler.worker, scheduler.worker_job = EndedWorker(), job.id
-    scheduler._watch_worker()
+    scheduler.workers[job.id] = Worker(EndedWorker())
+    scheduler._watch_worker(job.id)
     failed = client.fine_tuning.jobs.retrieve(job.id)
     assert failed.status == "failed" and failed.error.code == "disk_full" and "메모리" not in failed.error.message
 
