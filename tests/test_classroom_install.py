@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from tools.make_wheelhouse import pip_download_command
+from tests.make_wheelhouse import pip_download_command
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -90,7 +90,7 @@ def test_a_jobs_first_event_names_the_device_and_training_uses_it(cuda_present, 
         run_job(str(store.data_dir), job.id, running.model, str(local.model_source), local.device, local.dtype)
         events = [event["message"] for event in reversed(store.events(job.id))]
         first = events[events.index("Fine-tuning job started") + 1]
-        assert "(장치: cuda, bfloat16)" in first
+        assert "(장치: cuda, bfloat16, " in first
         # Training was handed the GPU: the Trainer went to put the model on it
         assert trainer_devices == ["cuda:0"]
         job = client.fine_tuning.jobs.retrieve(job.id)

@@ -19,7 +19,7 @@ LONG = {"n_epochs": 50}  # 750 steps: trains far longer than any test here waits
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    tiny_model = make_tiny_model(tmp_path_factory.mktemp("tiny-gemma"))
+    tiny_model = make_tiny_model(tmp_path_factory.mktemp("workers") / "tiny-gemma0")  # its id on the server
     running = RunningServer(Settings(data_dir=tmp_path_factory.mktemp("server-data"), model=str(tiny_model),
                                      workers=2))
     yield running

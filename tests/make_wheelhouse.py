@@ -1,6 +1,6 @@
 """인터넷이 없는 실습실용 wheelhouse: 인터넷이 되는 컴퓨터에서 한 번, 수강생 컴퓨터의 플랫폼마다 모든 wheel 을 받습니다.
 
-    python tools/make_wheelhouse.py --platform linux win mac --python-version 3.11 --out wheelhouse
+    python tests/make_wheelhouse.py --platform linux win mac --python-version 3.11 --out wheelhouse
 
 수강생 컴퓨터 (네트워크 없이):
 
