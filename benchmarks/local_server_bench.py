@@ -21,6 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx2
 import openai
 import pandas as pd
 
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from helpers import chat_data, classification, datasets  # noqa: E402
 from helpers.hobanse_eval import eval_questions, score_answer  # noqa: E402
-from tests.net import free_port  # noqa: E402
+from tests.net import free_port, wait_until  # noqa: E402
 
 OUTPUT = ROOT / "benchmarks" / "output"
 SYSTEM = "you are factual chatbot."
@@ -92,7 +93,15 @@ def start_server(data_dir: Path, options: list[str] = ()) -> tuple[subprocess.Po
             report("model load from the converted cache", f"{load:.1f} s", "≤ 5 s")
             break
     threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # keep draining
+    wait_until(lambda: health(port), 120, "the server to listen")  # it prints its line before it binds the port
     return process, f"http://127.0.0.1:{port}/v1"
+
+
+def health(port: int) -> bool:
+    try:
+        return httpx2.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+    except httpx2.TransportError:
+        return False
 
 
 def upload(client, path):

@@ -24,75 +24,29 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import re
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import httpx2
 import openai
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.local_server_bench import SYSTEM, children, report, upload  # noqa: E402
+from benchmarks.local_server_bench import SYSTEM, PeakMemory, report, start_server, upload  # noqa: E402
 from helpers import chat_data, datasets  # noqa: E402
 from local_server.jobs import available_cores  # noqa: E402
-from tests.net import free_port, wait_until  # noqa: E402
 
 STEP_TIMEOUT_SECONDS = 900
 NOTEBOOK_03_HYPERPARAMETERS = {"n_epochs": 10, "learning_rate_multiplier": 1.0}  # its LOCAL_HYPERPARAMETERS
 
 
-class PeakTotalMemory(threading.Thread):
-    """The highest sum of VmRSS over a process and its descendants, sampled until stopped."""
-
-    def __init__(self, pid: int):
-        super().__init__(daemon=True)
-        self.pid, self.peak_kb, self.stopped = pid, 0, threading.Event()
-
-    def run(self):
-        while not self.stopped.wait(0.2):
-            total = 0
-            for pid in [self.pid, *children(self.pid)]:
-                try:
-                    found = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
-                except OSError:
-                    continue
-                total += int(found.group(1)) if found else 0
-            self.peak_kb = max(self.peak_kb, total)
-
-
-def start_server(data_dir: Path, workers: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "local_server", "--port", str(port), "--data-dir", str(data_dir),
-                                "--workers", str(workers)],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in process.stdout:
-        if line.startswith("로컬 미세 조정 서버"):
-            break
-    else:
-        raise SystemExit(f"the server did not start (exit code {process.wait()})")
-    threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # keep draining
-    base_url = f"http://127.0.0.1:{port}/v1"
-    wait_until(lambda: _answers(f"{base_url}/models"), 120, "the server to listen")  # it prints before it binds
-    return process, base_url
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx2.get(url, timeout=5).status_code == 200
-    except httpx2.TransportError:
-        return False
-
-
 def class_of_jobs(workers: int, n_jobs: int, epochs: int) -> float:
     """Run n_jobs 호반스 jobs on a server with `workers` workers; print the figures; return the wall seconds."""
-    process, base_url = start_server(Path(tempfile.mkdtemp(prefix=f"parallel-bench-w{workers}-")), workers)
-    memory = PeakTotalMemory(process.pid)
+    process, base_url = start_server(Path(tempfile.mkdtemp(prefix=f"parallel-bench-w{workers}-")),
+                                    ["--workers", str(workers)])
+    memory = PeakMemory(process.pid)
     memory.start()
     client = openai.OpenAI(api_key="local", base_url=base_url, max_retries=0, timeout=600)
     try:
@@ -122,7 +76,7 @@ def class_of_jobs(workers: int, n_jobs: int, epochs: int) -> float:
         report(f"{label}: torch threads per worker", f"{threads[0]}", f"x {workers} ≤ {available_cores()} cores")
         report(f"{label}: wall time until all succeeded", f"{seconds:.0f} s")
         report(f"{label}: jobs per hour", f"{n_jobs * 3600 / seconds:.1f}")
-        report(f"{label}: peak RSS, server + workers", f"{memory.peak_kb / 2**20:.2f} GiB", "≤ 8 GiB (issue 16.7)")
+        report(f"{label}: peak RSS, server + workers", f"{memory.total_gib():.2f} GiB", "≤ 8 GiB (issue 16.7)")
         return seconds
     finally:
         memory.stopped.set()
