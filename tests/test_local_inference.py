@@ -454,8 +454,8 @@ def test_a_short_answer_is_given_while_a_long_one_decodes(engine, loaded):
     expected = [engine.generate([request])[0] for request in (long, short)]
     with StepWatch(engine, last_row_left) as watch:
         long_future, short_future = engine._submit([long, short])  # one arrival: the two rows start together
-        short_answer = short_future.result(timeout=HOLD_SECONDS / 2)
-        assert watch.held.is_set() and not long_future.done()  # the long row is still decoding
+        short_answer = short_future.result(timeout=HOLD_SECONDS / 2)  # given before the long row's next step ...
+        assert watch.held.wait(HOLD_SECONDS) and not long_future.done()  # ... which is held: it is still decoding
         watch.release()
         long_answer = long_future.result(timeout=HOLD_SECONDS)
     assert texts([long_answer, short_answer]) == texts(expected)
