@@ -67,6 +67,8 @@ def test_two_workers_train_two_jobs_at_once_each_with_its_share_of_the_cores(cli
                      if e.message.startswith("이 컴퓨터에서"))
         assert f"CPU 스레드 {first.data['threads']}개" in first.message
         threads.append(first.data["threads"])
+        if hasattr(os, "nice"):  # chats come first: the worker runs at a lower priority than the server
+            assert first.data["niceness"] == min(19, os.nice(0) + jobs.TRAINING_NICENESS)
     assert threads == [jobs.threads_per_worker(2)] * 2
     assert sum(threads) <= max(2, jobs.available_cores())  # on one core (Settings allows it), one thread each
 
