@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import secrets
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.local_server_bench import OUTPUT, SYSTEM, PeakMemory, report, start_server, upload  # noqa: E402
 from helpers import chat_data, datasets  # noqa: E402
 from helpers.hobanse_eval import eval_questions  # noqa: E402
+from local_server.keys import make_keys  # noqa: E402
 
 COURSE_EPOCHS = 10  # notebook 03's LOCAL_HYPERPARAMETERS
 ANSWER_TOKENS = 20
@@ -42,13 +42,10 @@ POLL_SECONDS = 2  # notebook 03 polls the local server every 2 s
 
 
 def write_keys(path: Path, students: int) -> list[str]:
-    keys = [f"sk-local-{secrets.token_urlsafe(24)}" for _ in range(students + 1)]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["name", "key", "role"])
-        writer.writerows([f"student{i + 1:02d}", key, "student"] for i, key in enumerate(keys[:-1]))
-        writer.writerow(["teacher", keys[-1], "instructor"])
-    return keys[:-1]
+    """The class's key file, made as an instructor makes it (--make-keys); the students' keys, in order."""
+    make_keys(path, students)
+    with open(path, newline="", encoding="utf-8") as f:
+        return [row["key"] for row in csv.DictReader(f) if row["role"] == "student"]
 
 
 class Class:
