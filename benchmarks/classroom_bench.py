@@ -1,6 +1,6 @@
 """A class on one local server: N simulated students, each with their own key, do notebook 03's work at once.
 
-    python benchmarks/classroom_bench.py                    # N = 8 students, real model: about an hour on 2 cores
+    python benchmarks/classroom_bench.py                    # N = 8 students, real model: about 50 min on 2 cores
     python benchmarks/classroom_bench.py --students 40 --epochs 2 --workers 4   # a bigger machine
 
 Each student uploads the 호반스 training file, creates a job (03's local hyperparameters unless --epochs), polls it

@@ -38,8 +38,8 @@ CANCEL_GRACE_SECONDS = 30  # a cancelled worker stops within a step; after this 
 EXIT_DISK_FULL = 28  # a worker's exit code when the disk was too full even to record why (errno ENOSPC)
 CORES_PER_DEFAULT_WORKER = 2  # see default_workers
 # How much lower a training worker's CPU priority is than the server's (Unix nice). A chat answer is waited for at
-# the screen and a job is not: with equal priority, 8 students' chats while one job trained took p50 47.8 s
-# (benchmarks/classroom_bench.py); at +10 the kernel gives the server about ten times the worker's share of a
+# the screen and a job is not: with equal priority, 8 students' chats while one job trained took p50 47.8 s, at +10
+# 3.5 s (benchmarks/classroom_bench.py). The kernel then gives the server about ten times the worker's share of a
 # contested core, and training still has every core the server leaves idle.
 TRAINING_NICENESS = 10
 
@@ -54,7 +54,8 @@ def default_workers() -> int:
     even when it trains alone, so a learner alone with the server (the course's case) still trains their one job on two
     threads. On this 2-core machine, quiet, 4 호반스 jobs took 109 s on one two-thread worker and 111 s on two
     one-thread workers, with 1.3 GiB more memory (each worker holds its own copy of the base model); only a busy
-    machine favoured one-thread workers (README, benchmarks/parallel_training_bench.py)."""
+    machine favoured one-thread workers (README, benchmarks/parallel_training_bench.py): 8 students training and
+    chatting at once finished 1.27x sooner on two (benchmarks/classroom_bench.py), so a class server may raise it."""
     return max(1, available_cores() // CORES_PER_DEFAULT_WORKER)
 
 
